@@ -1,0 +1,127 @@
+"""Checked audio I/O shared by mixing, evaluation and inference.
+
+All reading goes through :func:`load_audio` so that every entry point reports a
+bad file the same way: one :class:`AudioFileError` naming the file and the
+problem, never a traceback from inside soundfile or torch. Writing goes through
+:func:`save_audio`, which writes to a temporary file and renames it, so a failed
+or interrupted run never leaves a half-written wav behind.
+
+Waveforms are 1-D float32 tensors ``[T]`` at this boundary.
+
+Example
+-------
+>>> import tempfile, pathlib, torch
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "tone.wav"
+>>> tone = 0.1 * torch.sin(torch.arange(16000) / 10.0)
+>>> save_audio(path, tone, 16000)
+>>> wav, sample_rate, notes = load_audio(path)
+>>> wav.shape, sample_rate, notes
+(torch.Size([16000]), 16000, [])
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+
+SAMPLE_RATE = 16000
+
+
+class AudioFileError(ValueError):
+    """A file that cannot be used, with the file and the problem in the message."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+def load_audio(
+    path,
+    sample_rate: int | None = SAMPLE_RATE,
+    mono: str = "refuse",
+    allow_silent: bool = False,
+) -> tuple[torch.Tensor, int, list[str]]:
+    """Read an audio file as a float32 ``[T]`` tensor, checking it on the way.
+
+    Arguments
+    ---------
+    path : str or Path
+        Any format libsndfile reads (wav, flac, ogg, ...).
+    sample_rate : int or None
+        Resample to this rate (with a note) if the file differs; ``None`` keeps
+        the file's rate.
+    mono : {"refuse", "mix"}
+        What to do with a multi-channel file: refuse it, or average the channels
+        (with a note).
+    allow_silent : bool
+        Accept an all-zero signal (refused by default: it makes every metric
+        undefined).
+
+    Returns
+    -------
+    wav : torch.Tensor
+        ``[T]`` float32.
+    sample_rate : int
+        The rate of ``wav``.
+    notes : list of str
+        Human-readable notes on conversions applied (resampling, downmix).
+
+    Raises
+    ------
+    AudioFileError
+        Missing, unreadable, empty, silent, non-finite or (with
+        ``mono="refuse"``) multi-channel files.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioFileError(path, "file not found")
+    try:
+        data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as error:  # soundfile raises several types for bad files
+        raise AudioFileError(path, f"not a readable audio file ({error})") from None
+    notes = []
+    if data.shape[0] == 0:
+        raise AudioFileError(path, "empty audio file (0 samples)")
+    if data.shape[1] > 1:
+        if mono == "refuse":
+            raise AudioFileError(path, f"{data.shape[1]} channels, expected mono")
+        notes.append(f"{path.name}: averaged {data.shape[1]} channels to mono")
+        data = data.mean(axis=1, keepdims=True)
+    if not np.isfinite(data).all():
+        raise AudioFileError(path, "contains NaN or infinite samples")
+    if not allow_silent and not np.any(data):
+        raise AudioFileError(path, "all samples are zero (silent file)")
+    wav = torch.from_numpy(np.ascontiguousarray(data[:, 0]))
+    if sample_rate is not None and file_rate != sample_rate:
+        wav = torchaudio.functional.resample(wav, file_rate, sample_rate)
+        notes.append(f"{path.name}: resampled {file_rate} Hz -> {sample_rate} Hz")
+        file_rate = sample_rate
+    return wav, file_rate, notes
+
+
+def save_audio(path, wav: torch.Tensor, sample_rate: int = SAMPLE_RATE, subtype="PCM_16"):
+    """Write a ``[T]`` waveform atomically (temporary file, then rename).
+
+    Samples are clipped to [-1, 1) only by the PCM conversion; callers that care
+    about clipping scale the signal first (see the mixers and the extractor).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wav = torch.as_tensor(wav).detach().to(torch.float32).cpu()
+    if wav.dim() != 1:
+        raise ValueError(f"save_audio expects a [T] waveform, got shape {tuple(wav.shape)}")
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(handle)
+    try:
+        sf.write(tmp, wav.numpy(), sample_rate, subtype=subtype)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
