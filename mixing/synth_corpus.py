@@ -54,10 +54,7 @@ import torch
 from scipy.signal import resample_poly
 from tqdm import tqdm
 
-if __package__ in (None, ""):  # run as ``python mixing/synth_corpus.py``
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from modules.audio import save_audio  # noqa: E402
+from modules.audio import save_audio
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,257 @@
+"""Find speakers and their utterances in one or several speech corpora.
+
+Two folder layouts are recognised, detected per corpus root:
+
+* **generic**: ``<root>/<speaker>/*.{flac,wav}`` (Common Voice folders, the
+  flattened ``librispeech/train-clean-100`` of ``../shared/data``, ``ci_tiny``);
+* **LibriSpeech**: ``<root>/<speaker>/<chapter>/<utt>.flac`` (speaker folders
+  hold sub-folders with audio and no audio of their own).
+
+Speaker ids are namespaced by the corpus name (``librispeech:103``) so that
+speakers of different corpora never collide. The corpus name is the root
+folder's name, or given explicitly with the ``NAME=DIR`` syntax of
+:func:`parse_corpus_spec`. Durations come from the file headers
+(``soundfile.info``), so scanning does not decode audio.
+
+Example
+-------
+>>> import tempfile, pathlib, numpy as np, soundfile as sf
+>>> root = pathlib.Path(tempfile.mkdtemp()) / "toy"
+>>> for spk in ("a", "b"):
+...     (root / spk).mkdir(parents=True)
+...     sf.write(root / spk / "u1.wav", np.zeros(8000), 16000)
+>>> corpus = scan_corpus(root)
+>>> sorted(corpus), corpus["toy:a"][0].duration
+(['toy:a', 'toy:b'], 0.5)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile as sf
+
+logger = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = (".flac", ".wav")
+SAMPLE_RATE = 16000
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class CorpusError(ValueError):
+    """A corpus folder that cannot be used (missing, empty, unreadable, bad name)."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One audio file of a speaker, described from its header.
+
+    Attributes
+    ----------
+    path : str
+        Absolute path of the file.
+    num_samples : int
+        Length in samples at the mixing rate (16 kHz; converted from the file's
+        own rate if it differs).
+    file_rate : int
+        The file's sample rate.
+
+    Example
+    -------
+    >>> Utterance("/data/a.flac", 24000, 16000).duration
+    1.5
+    """
+
+    path: str
+    num_samples: int
+    file_rate: int = SAMPLE_RATE
+
+    @property
+    def duration(self) -> float:
+        """Duration in seconds."""
+        return self.num_samples / SAMPLE_RATE
+
+
+def is_audio_file(path: Path) -> bool:
+    """Whether ``path`` is a visible ``.flac``/``.wav`` file.
+
+    Example
+    -------
+    >>> is_audio_file(Path("x/a.FLAC")), is_audio_file(Path("x/.a.wav"))
+    (False, False)
+    """
+    return (
+        path.suffix.lower() in AUDIO_SUFFIXES and not path.name.startswith(".") and (path.is_file())
+    )
+
+
+def parse_corpus_spec(spec: str) -> tuple[str, Path]:
+    """Split a ``--corpus`` argument into (corpus name, root folder).
+
+    Arguments
+    ---------
+    spec : str
+        ``DIR`` (the name is the folder's name) or ``NAME=DIR``. Names may hold
+        letters, digits, ``.``, ``_`` and ``-``.
+
+    Returns
+    -------
+    name : str
+    root : Path
+
+    Example
+    -------
+    >>> parse_corpus_spec("/data/librispeech/train-clean-100")
+    ('train-clean-100', PosixPath('/data/librispeech/train-clean-100'))
+    >>> parse_corpus_spec("cv_fa=/data/commonvoice_fa")
+    ('cv_fa', PosixPath('/data/commonvoice_fa'))
+    """
+    name, sep, rest = spec.partition("=")
+    if sep and _NAME_RE.match(name):
+        root = Path(rest)
+    else:
+        root, name = Path(spec), Path(spec).resolve().name
+    if not _NAME_RE.match(name):
+        raise CorpusError(f"corpus name {name!r} (from {spec!r}) is not usable: use NAME=DIR")
+    return name, root
+
+
+def detect_layout(root: Path) -> str:
+    """Return ``"generic"`` or ``"librispeech"`` for a corpus root.
+
+    A root is LibriSpeech-like when no speaker folder holds audio directly but
+    some hold sub-folders with audio.
+
+    Example
+    -------
+    >>> import tempfile, numpy as np, soundfile as sf
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "19" / "198").mkdir(parents=True)
+    >>> sf.write(root / "19" / "198" / "19-198-0001.flac", np.zeros(800), 16000)
+    >>> detect_layout(root)
+    'librispeech'
+    """
+    nested = False
+    for spk_dir in _speaker_dirs(root):
+        if any(is_audio_file(p) for p in spk_dir.iterdir()):
+            return "generic"
+        if not nested:
+            nested = any(
+                sub.is_dir() and any(is_audio_file(p) for p in sub.rglob("*"))
+                for sub in spk_dir.iterdir()
+            )
+    return "librispeech" if nested else "generic"
+
+
+def _speaker_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _describe(path: Path) -> Utterance:
+    try:
+        info = sf.info(str(path))
+    except Exception as error:  # soundfile raises several types for bad files
+        raise CorpusError(f"{path}: not a readable audio file ({error})") from None
+    num_samples = info.frames * SAMPLE_RATE // info.samplerate
+    return Utterance(str(path.resolve()), int(num_samples), int(info.samplerate))
+
+
+def scan_corpus(root, name: str | None = None, layout: str = "auto") -> dict[str, list[Utterance]]:
+    """Map each speaker of one corpus to its utterances.
+
+    Arguments
+    ---------
+    root : str or Path
+        Corpus root folder (one sub-folder per speaker).
+    name : str or None
+        Corpus name used as speaker-id prefix; default: the folder's name.
+    layout : {"auto", "generic", "librispeech"}
+        Folder layout; ``"auto"`` uses :func:`detect_layout`.
+
+    Returns
+    -------
+    dict
+        ``"<name>:<speaker>" -> [Utterance, ...]`` sorted by speaker id, and
+        each list sorted by path. Speakers without audio are left out.
+
+    Raises
+    ------
+    CorpusError
+        The folder is missing or holds no audio at all.
+
+    Example
+    -------
+    >>> import tempfile, numpy as np, soundfile as sf
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "s1").mkdir()
+    >>> sf.write(root / "s1" / "b.flac", np.zeros(1600), 16000)
+    >>> sf.write(root / "s1" / "a.flac", np.zeros(3200), 8000)
+    >>> utts = scan_corpus(root, name="demo")["demo:s1"]
+    >>> [Path(u.path).name for u in utts], [u.num_samples for u in utts]
+    (['a.flac', 'b.flac'], [6400, 1600])
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise CorpusError(f"corpus folder {root} does not exist or is not a folder")
+    name = name or root.resolve().name
+    if layout == "auto":
+        layout = detect_layout(root)
+    if layout not in ("generic", "librispeech"):
+        raise ValueError(f"unknown layout {layout!r}")
+    corpus = {}
+    for spk_dir in _speaker_dirs(root):
+        files = spk_dir.rglob("*") if layout == "librispeech" else spk_dir.iterdir()
+        paths = sorted(p for p in files if is_audio_file(p))
+        if paths:
+            corpus[f"{name}:{spk_dir.name}"] = [_describe(p) for p in paths]
+    if not corpus:
+        raise CorpusError(
+            f"corpus folder {root} holds no speaker folders with .flac/.wav files "
+            "(expected <root>/<speaker>/*.flac or <root>/<speaker>/<chapter>/*.flac)"
+        )
+    num_utts = sum(len(v) for v in corpus.values())
+    logger.info("%s (%s layout): %d speakers, %d files", root, layout, len(corpus), num_utts)
+    return corpus
+
+
+def scan_corpora(specs) -> dict[str, list[Utterance]]:
+    """Scan several corpora (``DIR`` or ``NAME=DIR`` specs) into one speaker map.
+
+    Raises
+    ------
+    CorpusError
+        A folder is missing/empty, or two corpora share a name.
+
+    Example
+    -------
+    >>> import tempfile, numpy as np, soundfile as sf
+    >>> base = Path(tempfile.mkdtemp())
+    >>> for corpus in ("x", "y"):
+    ...     (base / corpus / "7").mkdir(parents=True)
+    ...     sf.write(base / corpus / "7" / "u.wav", np.zeros(800), 16000)
+    >>> sorted(scan_corpora([str(base / "x"), f"other={base / 'y'}"]))
+    ['other:7', 'x:7']
+    """
+    merged: dict[str, list[Utterance]] = {}
+    names = set()
+    for spec in specs:
+        name, root = parse_corpus_spec(spec)
+        if name in names:
+            raise CorpusError(f"two corpora are named {name!r}: give one a name with NAME=DIR")
+        names.add(name)
+        merged.update(scan_corpus(root, name=name))
+    return dict(sorted(merged.items()))
+
+
+def corpus_of(speaker: str) -> str:
+    """The corpus name of a namespaced speaker id.
+
+    Example
+    -------
+    >>> corpus_of("librispeech:103")
+    'librispeech'
+    """
+    return speaker.split(":", 1)[0]

@@ -1,0 +1,516 @@
+"""Mix a target speaker, an interferer and optional noise at controlled levels.
+
+The recipe of :class:`Mixer` (one call = one example):
+
+1. **Lengths.** ``length_mode="min"`` cuts both speakers to the shorter of the
+   two (a random window of the longer one); ``"max"`` keeps both (each cut to
+   ``max_seconds`` if longer) and zero-pads the shorter one, placed at a random
+   offset inside the longer one. The test protocol uses ``"min"``.
+2. **Loudness.** Each source is loudness-normalised (ITU-R BS.1770,
+   ``pyloudnorm.Meter(16000)``): the target to ``lufs``, the interferer to
+   ``lufs - ratio_db``, so the target-to-interferer ratio (TIR) is
+   ``ratio_db`` LU. ``ratio_db`` is fixed or drawn uniformly from a range.
+3. **Noise** (optional, WHAM-like): a file drawn from ``noise_files``, looped
+   or cropped to the mixture length from a random offset, scaled to
+   ``lufs - snr_db`` so that the SNR (target loudness minus noise loudness)
+   is ``snr_db`` LU, drawn uniformly from ``snr_db``'s range.
+4. **Mixture level.** The mixture is re-normalised to ``lufs``; the target,
+   interferer and noise get the same gain, so the ratios are untouched.
+5. **Peak protection.** If the mixture or any scaled source would exceed
+   ``peak_limit`` (0.99) full scale, all of them are scaled together by one
+   gain: the ratios are kept, but the mixture loudness then lands *below*
+   ``lufs`` (logged, and recorded as ``peak_gain_db`` < 0).
+6. **Reference.** Normalised to ``lufs`` on its own (and peak-protected on
+   its own).
+
+Every random choice comes from the ``np.random.Generator`` passed in, so a
+per-item generator (``np.random.default_rng([seed, item])``) gives identical
+output whatever the number of workers. Segments too short for loudness
+measurement (< 0.4 s) or silent (loudness ``-inf``) raise :class:`LoudnessError`
+instead of producing NaN.
+
+Example
+-------
+>>> rng = np.random.default_rng(0)
+>>> t = rng.standard_normal(16000) * 0.1
+>>> i = rng.standard_normal(24000) * 0.3
+>>> out = Mixer(ratio_db=5.0).mix_arrays(t, i, t, np.random.default_rng(1))
+>>> out.mix.shape, round(loudness(out.target) - loudness(out.interferer), 2)
+(torch.Size([16000]), 5.0)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyloudnorm as pyln
+import torch
+
+from mixing.references import Segment, read_segment
+from modules.audio import load_audio
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+_METERS: dict[int, pyln.Meter] = {}
+
+
+class LoudnessError(ValueError):
+    """A signal whose loudness cannot be measured (too short, or silent)."""
+
+
+def loudness(wav, sample_rate: int = SAMPLE_RATE, what: str = "signal") -> float:
+    """Integrated loudness (LUFS, ITU-R BS.1770-4) of a ``[T]`` signal.
+
+    Arguments
+    ---------
+    wav : np.ndarray or torch.Tensor
+        ``[T]`` signal.
+    sample_rate : int
+    what : str
+        Name used in error messages (e.g. ``"target (a.flac)"``).
+
+    Returns
+    -------
+    float
+        Loudness in LUFS (finite).
+
+    Raises
+    ------
+    LoudnessError
+        Shorter than one 400 ms gating block, or silent (gated loudness ``-inf``).
+
+    Example
+    -------
+    >>> tone = 0.1 * np.sin(2 * np.pi * 1000 * np.arange(16000) / 16000)
+    >>> round(loudness(tone), 1)
+    -23.1
+    >>> loudness(np.zeros(16000), what="noise")
+    Traceback (most recent call last):
+    ...
+    mixing.mixers.LoudnessError: noise is silent (loudness -inf): cannot normalise it
+    """
+    data = _numpy(wav)
+    meter = _METERS.setdefault(sample_rate, pyln.Meter(sample_rate))
+    min_len = int(math.ceil(meter.block_size * sample_rate))
+    if data.ndim != 1 or data.shape[0] < min_len:
+        raise LoudnessError(
+            f"{what} has {data.shape[0] if data.ndim == 1 else data.shape} samples: loudness "
+            f"needs a [T] signal of at least {min_len} samples ({meter.block_size} s)"
+        )
+    if not np.isfinite(data).all():
+        raise LoudnessError(f"{what} contains NaN or infinite samples")
+    value = float(meter.integrated_loudness(data))
+    if not math.isfinite(value):
+        raise LoudnessError(f"{what} is silent (loudness {value}): cannot normalise it")
+    return value
+
+
+def db_to_gain(db: float) -> float:
+    """Amplitude gain of ``db`` decibels.
+
+    Example
+    -------
+    >>> round(db_to_gain(-6.0206), 4)
+    0.5
+    """
+    return 10.0 ** (db / 20.0)
+
+
+def _as_range(value, name: str) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value), float(value)
+    lo, hi = (float(v) for v in value)
+    if lo > hi:
+        raise ValueError(f"{name} range {value} has min > max")
+    return lo, hi
+
+
+class NoiseBank:
+    """Noise files, drawn at random and looped/cropped to a requested length.
+
+    Files are read whole once per process with :func:`modules.audio.load_audio`
+    and kept in memory.
+
+    Arguments
+    ---------
+    files : sequence of str or Path
+        Noise files (any rate, mono).
+
+    Example
+    -------
+    >>> import tempfile, pathlib, soundfile as sf
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "n.wav"
+    >>> sf.write(path, np.arange(1, 6) / 8.0, 16000)
+    >>> noise, name, start = NoiseBank([path]).draw(7, np.random.default_rng(3))
+    >>> start, noise * 8
+    (4, array([5., 1., 2., 3., 4., 5., 1.]))
+    """
+
+    def __init__(self, files: Sequence):
+        self.files = [str(Path(f).resolve()) for f in files]
+        if not self.files:
+            raise ValueError("NoiseBank needs at least one noise file")
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __getstate__(self):
+        return {"files": self.files, "_cache": {}}
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, path: str) -> np.ndarray:
+        """The whole noise file as float64 ``[T]`` (cached)."""
+        if path not in self._cache:
+            wav, _, _ = load_audio(path, SAMPLE_RATE)
+            self._cache[path] = wav.numpy().astype(np.float64)
+        return self._cache[path]
+
+    def draw(self, length: int, rng: np.random.Generator) -> tuple[np.ndarray, str, int]:
+        """Pick a file and a start sample; return ``length`` samples, looping.
+
+        Returns
+        -------
+        noise : np.ndarray
+            ``[length]`` float64.
+        path : str
+            The file used.
+        start : int
+            Its first sample.
+        """
+        path = self.files[int(rng.integers(len(self.files)))]
+        data = self.load(path)
+        start = int(rng.integers(len(data)))
+        return data[(start + np.arange(length)) % len(data)], path, start
+
+
+@dataclass
+class MixResult:
+    """The signals of one example, all ``[T]`` float32 tensors, and what was drawn.
+
+    Attributes
+    ----------
+    mix, target, interferer : torch.Tensor
+        ``[L]``; ``mix = target + interferer (+ noise)``.
+    reference : torch.Tensor
+        ``[R]`` enrolment utterance of the target speaker.
+    noise : torch.Tensor or None
+        ``[L]``, ``None`` without noise.
+    params : dict
+        The drawn parameters: ``ratio_db``, ``noise_snr_db`` (NaN without noise),
+        the crops (``target_start``/``target_stop`` in the target file and
+        ``target_offset`` in the mixture, same for the interferer, ``ref_start``/
+        ``ref_stop``, ``noise_start``), the gains in dB applied to each source
+        (``target_gain_db``, ...), ``peak_gain_db`` (0 unless peak protection
+        acted) and ``mix_lufs`` (intended mixture loudness after peak protection).
+    """
+
+    mix: torch.Tensor
+    target: torch.Tensor
+    interferer: torch.Tensor
+    reference: torch.Tensor
+    noise: torch.Tensor | None = None
+    params: dict = field(default_factory=dict)
+
+
+class Mixer:
+    """Loudness-controlled two-speaker (+ noise) mixer; see the module docstring.
+
+    Arguments
+    ---------
+    lufs : float
+        Loudness of the mixture and of the reference (LUFS).
+    ratio_db : float or (float, float)
+        Target-to-interferer ratio in LU, fixed or a uniform range.
+    snr_db : float or (float, float) or None
+        Target-to-noise ratio in LU (fixed or range); required with noise,
+        unused without (so that noise files can be added later, see :meth:`replace`).
+    noise_files : sequence of paths or None
+        Noise files; ``None`` for clean two-speaker mixtures.
+    length_mode : {"min", "max"}
+        Cut to the shorter speaker, or zero-pad to the longer one.
+    max_seconds : float or None
+        Longest speaker crop (random window); ``None``: no limit.
+    max_ref_seconds : float or None
+        Longest reference crop (random window); ``None``: the whole segment.
+    peak_limit : float
+        Largest absolute sample allowed in any output.
+    sample_rate : int
+
+    Example
+    -------
+    >>> mixer = Mixer(ratio_db=(-5, 5), length_mode="max")
+    >>> rng = np.random.default_rng(0)
+    >>> out = mixer.mix_arrays(rng.standard_normal(20000), rng.standard_normal(9000),
+    ...                        rng.standard_normal(8000), np.random.default_rng(7))
+    >>> out.mix.shape, out.params["interferer_offset"] + 9000 <= 20000
+    (torch.Size([20000]), True)
+    """
+
+    def __init__(
+        self,
+        lufs: float = -20.0,
+        ratio_db=0.0,
+        snr_db=None,
+        noise_files: Sequence | None = None,
+        length_mode: str = "min",
+        max_seconds: float | None = None,
+        max_ref_seconds: float | None = None,
+        peak_limit: float = 0.99,
+        sample_rate: int = SAMPLE_RATE,
+    ):
+        if length_mode not in ("min", "max"):
+            raise ValueError(f"length_mode must be 'min' or 'max', got {length_mode!r}")
+        if noise_files and snr_db is None:
+            raise ValueError("noise_files given without snr_db")
+        if not 0.0 < peak_limit <= 1.0:
+            raise ValueError(f"peak_limit must be in (0, 1], got {peak_limit}")
+        self.lufs = float(lufs)
+        self.ratio_range = _as_range(ratio_db, "ratio_db")
+        self.snr_range = _as_range(snr_db, "snr_db")
+        self.noise = NoiseBank(noise_files) if noise_files else None
+        self.length_mode = length_mode
+        self.max_seconds = max_seconds
+        self.max_ref_seconds = max_ref_seconds
+        self.peak_limit = float(peak_limit)
+        self.sample_rate = int(sample_rate)
+
+    def settings(self) -> dict:
+        """The constructor arguments, e.g. for :meth:`replace` or a params file.
+
+        Example
+        -------
+        >>> Mixer().settings()["length_mode"]
+        'min'
+        """
+        return {
+            "lufs": self.lufs,
+            "ratio_db": list(self.ratio_range),
+            "snr_db": None if self.snr_range is None else list(self.snr_range),
+            "noise_files": None if self.noise is None else list(self.noise.files),
+            "length_mode": self.length_mode,
+            "max_seconds": self.max_seconds,
+            "max_ref_seconds": self.max_ref_seconds,
+            "peak_limit": self.peak_limit,
+            "sample_rate": self.sample_rate,
+        }
+
+    def replace(self, **changes) -> Mixer:
+        """A copy with some settings changed.
+
+        Example
+        -------
+        >>> Mixer(max_seconds=12).replace(max_seconds=3.0).max_seconds
+        3.0
+        """
+        return Mixer(**{**self.settings(), **changes})
+
+    def _limit(self, seconds: float | None) -> int | None:
+        return None if seconds is None else max(1, int(round(seconds * self.sample_rate)))
+
+    def mix_segments(
+        self, target: Segment, interferer: Segment, reference: Segment, rng: np.random.Generator
+    ) -> MixResult:
+        """Mix audio segments, reading only the frames that are used.
+
+        Arguments
+        ---------
+        target, interferer, reference : Segment
+        rng : np.random.Generator
+            Source of every random choice.
+
+        Returns
+        -------
+        MixResult
+            ``params`` also holds ``target_file``, ``interferer_file``, ``ref_file``
+            and file-relative ``*_start``/``*_stop`` sample positions.
+
+        Example
+        -------
+        >>> import tempfile, pathlib, soundfile as sf
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> noise = np.random.default_rng(0).standard_normal(48000) * 0.1
+        >>> sf.write(folder / "a.wav", noise, 16000)
+        >>> t, i, r = (Segment(str(folder / "a.wav"), a, b)
+        ...            for a, b in [(0, 16000), (16000, 40000), (40000, 48000)])
+        >>> out = Mixer().mix_segments(t, i, r, np.random.default_rng(0))
+        >>> out.params["interferer_start"] >= 16000, out.mix.shape
+        (True, torch.Size([16000]))
+        """
+
+        def reader(segment):
+            return lambda offset, length: read_segment(segment, offset, length)
+
+        result = self._mix(
+            (reader(target), target.num_samples),
+            (reader(interferer), interferer.num_samples),
+            (reader(reference), reference.num_samples),
+            rng,
+            names=(target.path, interferer.path, reference.path),
+        )
+        p = result.params
+        for key, seg in (("target", target), ("interferer", interferer), ("ref", reference)):
+            p[f"{key}_file"] = seg.path
+            p[f"{key}_start"] += seg.start
+            p[f"{key}_stop"] += seg.start
+        return result
+
+    def mix_arrays(self, target, interferer, reference, rng: np.random.Generator) -> MixResult:
+        """Mix in-memory ``[T]`` signals (numpy arrays or tensors).
+
+        Same draws as :meth:`mix_segments` for signals of the same lengths;
+        positions in ``params`` are relative to the given arrays.
+
+        Example
+        -------
+        >>> sig = np.random.default_rng(0).standard_normal(16000)
+        >>> out = Mixer(lufs=-25).mix_arrays(sig, sig[::-1], sig, np.random.default_rng(0))
+        >>> round(loudness(out.mix), 2), round(loudness(out.reference), 2)
+        (-25.0, -25.0)
+        """
+        arrays = [_numpy(x) for x in (target, interferer, reference)]
+        for name, array in zip(("target", "interferer", "reference"), arrays, strict=True):
+            if array.ndim != 1:
+                raise ValueError(f"{name} must be a [T] signal, got shape {array.shape}")
+
+        def reader(array):
+            return lambda offset, length: array[offset : offset + length]
+
+        return self._mix(*[(reader(a), len(a)) for a in arrays], rng, names=("", "", ""))
+
+    def _mix(self, target, interferer, reference, rng, names) -> MixResult:
+        read_t, n_t = target
+        read_i, n_i = interferer
+        read_r, n_r = reference
+        # 1. lengths and crops (all draws happen whatever the lengths, in a fixed order)
+        limit = self._limit(self.max_seconds) or max(n_t, n_i)
+        if self.length_mode == "min":
+            t_len = i_len = length = min(n_t, n_i, limit)
+        else:
+            t_len, i_len = min(n_t, limit), min(n_i, limit)
+            length = max(t_len, i_len)
+        t_start = int(rng.integers(n_t - t_len + 1))
+        i_start = int(rng.integers(n_i - i_len + 1))
+        t_off = int(rng.integers(length - t_len + 1))
+        i_off = int(rng.integers(length - i_len + 1))
+        r_len = min(n_r, self._limit(self.max_ref_seconds) or n_r)
+        r_start = int(rng.integers(n_r - r_len + 1))
+        ratio = float(rng.uniform(*self.ratio_range))
+
+        # 2. loudness-normalised, placed sources
+        t_raw = read_t(t_start, t_len)
+        i_raw = read_i(i_start, i_len)
+        t_gain = db_to_gain(
+            self.lufs - loudness(t_raw, self.sample_rate, _name("target", names[0]))
+        )
+        i_gain = db_to_gain(
+            self.lufs - ratio - loudness(i_raw, self.sample_rate, _name("interferer", names[1]))
+        )
+        tgt = np.zeros(length)
+        tgt[t_off : t_off + t_len] = t_raw * t_gain
+        itf = np.zeros(length)
+        itf[i_off : i_off + i_len] = i_raw * i_gain
+
+        # 3. noise
+        noise, n_gain = None, math.nan
+        params_noise = {"noise_snr_db": math.nan, "noise_file": "", "noise_start": -1}
+        if self.noise is not None:
+            n_raw, n_file, n_start = self.noise.draw(length, rng)
+            snr = float(rng.uniform(*self.snr_range))
+            n_gain = db_to_gain(
+                self.lufs - snr - loudness(n_raw, self.sample_rate, _name("noise", n_file))
+            )
+            noise = n_raw * n_gain
+            params_noise = {"noise_snr_db": snr, "noise_file": n_file, "noise_start": n_start}
+
+        # 4. mixture level
+        mix = tgt + itf if noise is None else tgt + itf + noise
+        mix_gain = db_to_gain(self.lufs - loudness(mix, self.sample_rate, "mixture"))
+        sources = [tgt, itf] + ([] if noise is None else [noise])
+        peak = max(float(np.max(np.abs(s))) for s in [mix, *sources]) * mix_gain
+
+        # 5. peak protection, one gain for everything
+        peak_gain = 1.0
+        if peak > self.peak_limit:
+            peak_gain = self.peak_limit / peak
+            logger.info(
+                "peak protection: mixture peak %.3f > %.2f, everything scaled by %.2f dB "
+                "(mixture loudness %.2f LUFS instead of %.2f)",
+                peak,
+                self.peak_limit,
+                _gain_db(peak_gain),
+                self.lufs + _gain_db(peak_gain),
+                self.lufs,
+            )
+        common = mix_gain * peak_gain
+        mix, tgt, itf = mix * common, tgt * common, itf * common
+        if noise is not None:
+            noise = noise * common
+
+        # 6. reference, on its own
+        ref = read_r(r_start, r_len)
+        ref_gain = db_to_gain(
+            self.lufs - loudness(ref, self.sample_rate, _name("reference", names[2]))
+        )
+        ref_peak = float(np.max(np.abs(ref))) * ref_gain
+        if ref_peak > self.peak_limit:
+            logger.info(
+                "peak protection on the reference: scaled by %.2f dB",
+                _gain_db(self.peak_limit / ref_peak),
+            )
+            ref_gain *= self.peak_limit / ref_peak
+        ref = ref * ref_gain
+
+        params = {
+            "length": length,
+            "ratio_db": ratio,
+            **params_noise,
+            "target_start": t_start,
+            "target_stop": t_start + t_len,
+            "target_offset": t_off,
+            "interferer_start": i_start,
+            "interferer_stop": i_start + i_len,
+            "interferer_offset": i_off,
+            "ref_start": r_start,
+            "ref_stop": r_start + r_len,
+            "target_gain_db": _gain_db(t_gain * common),
+            "interferer_gain_db": _gain_db(i_gain * common),
+            "noise_gain_db": math.nan if noise is None else _gain_db(n_gain * common),
+            "ref_gain_db": _gain_db(ref_gain),
+            "mix_gain_db": _gain_db(mix_gain),
+            "peak_gain_db": _gain_db(peak_gain),
+            "mix_lufs": self.lufs + _gain_db(peak_gain),
+        }
+        return MixResult(
+            mix=_tensor(mix),
+            target=_tensor(tgt),
+            interferer=_tensor(itf),
+            reference=_tensor(ref),
+            noise=None if noise is None else _tensor(noise),
+            params=params,
+        )
+
+
+def _name(what: str, path: str) -> str:
+    return f"{what} ({path})" if path else what
+
+
+def _gain_db(gain: float) -> float:
+    return 20.0 * math.log10(gain)
+
+
+def _numpy(wav) -> np.ndarray:
+    if isinstance(wav, torch.Tensor):
+        wav = wav.detach().cpu().numpy()
+    return np.asarray(wav, dtype=np.float64)
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
