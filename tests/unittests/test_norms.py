@@ -1,0 +1,58 @@
+"""Tests for modules.norms."""
+
+import torch
+
+from modules.norms import ChannelLayerNorm, GlobalLayerNorm
+
+
+def test_global_layer_norm_statistics_over_channels_and_time():
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 40) * 4 + 3
+    y = GlobalLayerNorm(5)(x)
+    assert y.shape == x.shape
+    assert torch.allclose(y.mean(dim=(1, 2)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(y.var(dim=(1, 2), unbiased=False), torch.ones(3), atol=1e-4)
+
+
+def test_global_layer_norm_affine_is_per_channel():
+    norm = GlobalLayerNorm(4)
+    assert norm.weight.shape == (4,) and norm.bias.shape == (4,)
+    with torch.no_grad():
+        norm.bias.copy_(torch.arange(4.0))
+    y = norm(torch.randn(2, 4, 30))
+    assert torch.allclose(y.mean(dim=(0, 2)), torch.arange(4.0), atol=0.5)
+    assert GlobalLayerNorm(4, affine=False).weight is None
+
+
+def test_channel_layer_norm_matches_layer_norm_per_frame():
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 11)
+    norm = ChannelLayerNorm(6)
+    with torch.no_grad():
+        norm.weight.uniform_()
+        norm.bias.uniform_()
+    reference = torch.nn.LayerNorm(6)
+    reference.load_state_dict(norm.state_dict())
+    expected = reference(x.transpose(1, 2)).transpose(1, 2)
+    assert torch.allclose(norm(x), expected, atol=1e-6)
+
+
+def test_norms_do_not_mix_batch_items():
+    x = torch.randn(2, 3, 10)
+    for norm in (GlobalLayerNorm(3), ChannelLayerNorm(3)):
+        together = norm(x)
+        assert torch.allclose(together[1:], norm(x[1:]), atol=1e-6)
+
+
+def test_global_layer_norm_matches_explicit_formula():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 17) * 3 + 1
+    norm = GlobalLayerNorm(5, eps=1e-8)
+    with torch.no_grad():
+        norm.weight.uniform_()
+        norm.bias.uniform_()
+    mean = x.mean(dim=(1, 2), keepdim=True)
+    var = (x - mean).pow(2).mean(dim=(1, 2), keepdim=True)
+    expected = (x - mean) / torch.sqrt(var + 1e-8) * norm.weight.view(1, -1, 1)
+    expected = expected + norm.bias.view(1, -1, 1)
+    assert torch.allclose(norm(x), expected, atol=1e-5)
