@@ -510,8 +510,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     mixer_logger = logging.getLogger("mixing.mixers")
     old_level = mixer_logger.level
-    if not args.verbose:  # peak protections are counted in the summary instead
-        mixer_logger.setLevel(logging.WARNING)
+    if args.verbose:  # peak protections are logged at debug level, counted in the summary
+        mixer_logger.setLevel(logging.DEBUG)
     try:
         return run(args, argv)
     except (UsageError, CorpusError) as error:

@@ -440,7 +440,8 @@ class Mixer:
         peak_gain = 1.0
         if peak > self.peak_limit:
             peak_gain = self.peak_limit / peak
-            logger.info(
+            # Debug level: online mixing meets this every few batches; make_mixtures counts it.
+            logger.debug(
                 "peak protection: mixture peak %.3f > %.2f, everything scaled by %.2f dB "
                 "(mixture loudness %.2f LUFS instead of %.2f)",
                 peak,
@@ -461,7 +462,7 @@ class Mixer:
         )
         ref_peak = float(np.max(np.abs(ref))) * ref_gain
         if ref_peak > self.peak_limit:
-            logger.info(
+            logger.debug(
                 "peak protection on the reference: scaled by %.2f dB",
                 _gain_db(self.peak_limit / ref_peak),
             )
