@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""Train a target speaker extraction model (SpEx+) on LibriSpeech-style mixtures.
+
+    python train.py hparams/spex_plus.yaml --data_folder MIXTURES
+    torchrun --nproc_per_node=2 train.py hparams/tiny.yaml --data_folder MIXTURES \
+        --distributed_backend=gloo
+
+MIXTURES is what ``mixing/make_mixtures.py`` writes. Training mixes online from
+the training speakers (fresh mixtures every epoch, deterministic in seed, epoch
+and item) or reads the static ``train.csv``; validation always uses the fixed
+``valid.csv``. The model, loss, optimiser, scheduler, loggers and checkpointer
+are all declared in the yaml; this file holds only the Brain and the data
+pipeline. After training, the best checkpoint (by valid SI-SDR) is written as a
+model directory for ``evaluate.py`` and ``extract.py``.
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+import speechbrain as sb
+import torch
+from hyperpyyaml import load_hyperpyyaml
+
+from mixing.make_mixtures import find_noise_files
+from mixing.online import OnlineMixer, load_speakers_json
+from modules.audio import load_audio
+from modules.inference import write_model_dir
+from modules.metrics import MetricSummary, compute_metrics
+from modules.plots import log_examples, plot_train_log
+
+logger = logging.getLogger(__name__)
+
+
+class ExtractionBrain(sb.Brain):
+    """SpEx+ training: multi-scale SI-SDR plus speaker classification."""
+
+    def compute_forward(self, batch, stage):
+        batch = batch.to(self.device)
+        mix, _ = batch.mix
+        ref, ref_lens = batch.ref
+        # {"est": [B, T], "est_scales": [B, 3, T], "spk_logits": [B, S], "spk_emb": [B, D]}
+        return self.modules.model(mix, ref, ref_lens)
+
+    def compute_objectives(self, predictions, batch, stage):
+        target, lens = batch.target
+        # Speaker classification only on training speakers (validation speakers are unseen).
+        speaker_index = batch.speaker_index.data[:, 0] if stage == sb.Stage.TRAIN else None
+        objectives = self.hparams.loss(predictions, target, lens, speaker_index)
+        if stage != sb.Stage.TRAIN:
+            self._score_valid_batch(predictions, batch)
+        return objectives["loss"]
+
+    def _score_valid_batch(self, predictions, batch):
+        """Graded metrics per utterance on the unpadded signals."""
+        mix, mix_lens = batch.mix
+        target, lens = batch.target
+        for i, utt_id in enumerate(batch.id):
+            length = int(round(float(lens[i]) * target.shape[-1]))
+            est = predictions["est"][i, :length].float().cpu()
+            metrics = ("si_sdr", "si_sdri")
+            if self.valid_items_scored < self.hparams.valid_pesq_items:
+                metrics += ("pesq",)
+            scores = compute_metrics(
+                est, target[i, :length].cpu(), mix[i, :length].cpu(), metrics=metrics
+            )
+            self.valid_summary.add(scores)
+            if self.valid_items_scored < self.hparams.num_audio_examples:
+                ref_length = int(round(float(batch.ref.lengths[i]) * batch.ref.data.shape[-1]))
+                self.audio_examples[utt_id] = {
+                    "mixture": mix[i, :length].cpu(),
+                    "reference": batch.ref.data[i, :ref_length].cpu(),
+                    "estimate": est,
+                    "target": target[i, :length].cpu(),
+                }
+            self.valid_items_scored += 1
+
+    def on_stage_start(self, stage, epoch=None):
+        if stage != sb.Stage.TRAIN:
+            self.valid_summary = MetricSummary()
+            self.valid_items_scored = 0
+            self.audio_examples = {}
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = {"loss": stage_loss, "nonfinite_steps": self.nonfinite_count}
+            return
+        stats = {"loss": stage_loss, **self.valid_summary.means()}
+        if stage == sb.Stage.VALID:
+            # ReduceLROnPlateau minimises, so it watches -SI-SDR.
+            old_lr, new_lr = self.hparams.lr_scheduler(
+                [self.optimizer], epoch, -stats["si_sdr"]
+            )
+            self.hparams.epoch_counter.update_metric(stats["si_sdr"])
+            meta = {"epoch": epoch, "lr": old_lr}
+            for train_logger in (self.hparams.text_logger, self.hparams.train_logger):
+                train_logger.log_stats(meta, train_stats=self.train_stats, valid_stats=stats)
+            log_examples(
+                self.audio_examples,
+                self.hparams.samples_folder,
+                epoch,
+                self.hparams.sample_rate,
+                wandb_run=self.hparams.train_logger.run,
+            )
+            self.checkpointer.save_and_keep_only(
+                meta={"si_sdr": stats["si_sdr"], "epoch": epoch},
+                max_keys=["si_sdr"],
+                num_to_keep=self.hparams.keep_checkpoints,
+            )
+        else:
+            self.hparams.text_logger.log_stats(
+                {"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
+            )
+            self.test_stats = stats
+
+
+def audio_pipeline(hparams):
+    """Reads the three waveforms of a manifest row as ``[T]`` tensors."""
+
+    @sb.utils.data_pipeline.takes("mix_wav", "ref_wav", "target_wav")
+    @sb.utils.data_pipeline.provides("mix", "ref", "target")
+    def read(mix_wav, ref_wav, target_wav):
+        for path in (mix_wav, ref_wav, target_wav):
+            yield load_audio(path, hparams["sample_rate"])[0]
+
+    return read
+
+
+def dataio_prepare(hparams):
+    """Train set (online mixing or static manifest) and the fixed valid set."""
+    speakers = load_speakers_json(hparams["train_speakers"])
+    label_encoder = hparams["label_encoder"]
+    label_encoder.load_or_create(
+        path=f"{hparams['save_folder']}/label_encoder.txt",
+        from_iterables=[sorted(speakers)],
+    )
+    label_encoder.expect_len(len(speakers))
+
+    @sb.utils.data_pipeline.takes("target_speaker")
+    @sb.utils.data_pipeline.provides("speaker_index")
+    def speaker_pipeline(target_speaker):
+        return label_encoder.encode_label_torch(target_speaker)
+
+    if hparams["online_mixing"]:
+        noise_folder = hparams["noise_folder"]
+        online_mixer = OnlineMixer(
+            speakers,
+            hparams["mixer"],
+            segment_seconds=hparams["segment_seconds"],
+            ref_seconds=hparams["reference_seconds"],
+            seed=hparams["seed"],
+            noise_files=find_noise_files(Path(noise_folder)) if noise_folder else None,
+        )
+        epoch_counter = hparams["epoch_counter"]
+        items = {f"online_{i:07d}": {"index": i} for i in range(hparams["online_items_per_epoch"])}
+        train_set = sb.dataio.dataset.DynamicItemDataset(items)
+
+        # Fresh mixtures every epoch; the same (seed, epoch, index) gives the same mixture,
+        # so a resumed epoch replays exactly what it would have seen.
+        @sb.utils.data_pipeline.takes("index")
+        @sb.utils.data_pipeline.provides("mix", "ref", "target", "target_speaker")
+        def online_pipeline(index):
+            item = online_mixer.mix(index, epoch=epoch_counter.current)
+            yield item["mix"]
+            yield item["ref"]
+            yield item["target"]
+            yield item["target_speaker"]
+
+        train_set.add_dynamic_item(online_pipeline)
+    else:
+        train_set = sb.dataio.dataset.DynamicItemDataset.from_csv(hparams["train_csv"])
+        train_set.add_dynamic_item(audio_pipeline(hparams))
+    train_set.add_dynamic_item(speaker_pipeline)
+    train_set.set_output_keys(["id", "mix", "ref", "target", "speaker_index"])
+
+    valid_set = sb.dataio.dataset.DynamicItemDataset.from_csv(hparams["valid_csv"])
+    valid_set.add_dynamic_item(audio_pipeline(hparams))
+    valid_set.set_output_keys(["id", "mix", "ref", "target"])
+    return train_set, valid_set
+
+
+def main(argv):
+    # Denormal floats appear as the weights train and slow CPU convolutions >10x.
+    torch.set_flush_denormal(True)
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    with open(hparams_file, encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
+    train_set, valid_set = dataio_prepare(hparams)
+
+    brain = ExtractionBrain(
+        modules=hparams["modules"],
+        opt_class=hparams["opt_class"],
+        hparams=hparams,
+        run_opts=run_opts,
+        checkpointer=hparams["checkpointer"],
+    )
+    brain.fit(
+        brain.hparams.epoch_counter,
+        train_set,
+        valid_set,
+        train_loader_kwargs=hparams["train_dataloader_opts"],
+        valid_loader_kwargs=hparams["valid_dataloader_opts"],
+    )
+    # Score the best checkpoint once more and publish it as a model directory.
+    brain.evaluate(
+        valid_set, max_key="si_sdr", test_loader_kwargs=hparams["valid_dataloader_opts"]
+    )
+    if sb.utils.distributed.if_main_process():
+        plot_train_log(hparams["train_log"], f"{hparams['output_folder']}/curves.png")
+        write_model_dir(
+            brain.modules.model,
+            hparams["model_dir"],
+            architecture=hparams["architecture"],
+            train_hparams_path=f"{hparams['output_folder']}/hyperparams.yaml",
+            metrics={"valid": brain.test_stats},
+        )
+        logger.info("Model written to %s", hparams["model_dir"])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
