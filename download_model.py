@@ -46,6 +46,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from modules.inference import replace_dir
+
 logger = logging.getLogger("download_model")
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -263,22 +265,6 @@ def _model_root(folder: Path) -> Path:
     )
 
 
-def _replace_dir(src: Path, dest: Path) -> None:
-    """Rename ``src`` to ``dest``, moving an existing ``dest`` aside first."""
-    if not dest.exists():
-        os.replace(src, dest)
-        return
-    old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old-"))
-    os.rmdir(old)
-    os.replace(dest, old)
-    try:
-        os.replace(src, dest)
-    except BaseException:
-        os.replace(old, dest)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def unpack(archive: Path, dest: Path, stamp: dict) -> Path:
     """Unpack a model archive into ``dest`` through a temporary folder."""
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.unpack-"))
@@ -292,7 +278,7 @@ def unpack(archive: Path, dest: Path, stamp: dict) -> Path:
             raise _disk_error(error, dest.parent) from None
         root = _model_root(tmp)
         (root / STAMP_FILE).write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
-        _replace_dir(root, dest)
+        replace_dir(root, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest

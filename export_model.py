@@ -204,7 +204,7 @@ def export_model(
     The graphs are written to a temporary directory, checked, then moved to
     ``out`` (replacing it), so a failed export leaves nothing behind.
     """
-    from modules.inference import TargetSpeakerExtractor, _replace_dir
+    from modules.inference import TargetSpeakerExtractor, replace_dir
 
     extractor = TargetSpeakerExtractor.from_hparams(source=model_dir, run_opts={"device": "cpu"})
     model = extractor.model.eval()
@@ -255,7 +255,7 @@ def export_model(
             handle.write("\n")
         if out.exists() and not out.is_dir():
             raise ValueError(f"{out}: exists and is not a directory")
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -14,7 +14,7 @@ data=data/quickstart
 results=results/quickstart
 python3 mixing/synth_corpus.py --out "$data/corpus" --num_speakers 16 --utterances_per_speaker 8 --seed 0
 python3 mixing/make_mixtures.py --corpus "$data/corpus" --out "$data/mixtures" --seed 0 \
-    --num_train 400 --num_valid 24 --num_test 24 --num_valid_speakers 3 --num_test_speakers 3 \
+    --num_train 0 --num_valid 24 --num_test 24 --num_valid_speakers 3 --num_test_speakers 3 \
     --min_target_seconds 1.0 --min_ref_seconds 1.0 --workers 2
 python3 recipes/LibriMix-TSE/train.py recipes/LibriMix-TSE/hparams/tiny.yaml \
     --data_folder "$data/mixtures" --output_folder "$results/train" "$@"

@@ -392,7 +392,7 @@ def write_model_dir(
                     f"({type(error).__name__}: {error})",
                 ) from None
             load_model_state(hparams["model"], tmp / CKPT_FILE)
-        _replace_dir(tmp, dest)
+        replace_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -408,7 +408,7 @@ def _json_default(value):
     raise TypeError(f"cannot write {type(value).__name__} to metrics.json")
 
 
-def _replace_dir(src: Path, dest: Path) -> None:
+def replace_dir(src: Path, dest: Path) -> None:
     """Move directory ``src`` to ``dest``, replacing ``dest`` if it exists.
 
     The old ``dest`` is renamed aside first and restored if the final rename

@@ -24,7 +24,7 @@ from hyperpyyaml import load_hyperpyyaml
 
 from mixing.make_mixtures import find_noise_files
 from mixing.online import OnlineMixer, load_speakers_json
-from modules.audio import load_audio
+from modules.dataio import manifest_dataset
 from modules.inference import write_model_dir
 from modules.metrics import MetricSummary, compute_metrics
 from modules.plots import log_examples, plot_train_log
@@ -67,10 +67,13 @@ class ExtractionBrain(sb.Brain):
             self.valid_summary.add(scores)
             if self.valid_items_scored < self.hparams.num_audio_examples:
                 ref_length = int(round(float(batch.ref.lengths[i]) * batch.ref.data.shape[-1]))
+                mixture = mix[i, :length].cpu()
+                # The loss is scale-invariant: play the estimate at the mixture's level.
+                level = mixture.norm() / est.norm().clamp_min(1e-8)
                 self.audio_examples[utt_id] = {
-                    "mixture": mix[i, :length].cpu(),
+                    "mixture": mixture,
                     "reference": batch.ref.data[i, :ref_length].cpu(),
-                    "estimate": est,
+                    "estimate": est * level,
                     "target": target[i, :length].cpu(),
                 }
             self.valid_items_scored += 1
@@ -112,18 +115,6 @@ class ExtractionBrain(sb.Brain):
                 {"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
             )
             self.test_stats = stats
-
-
-def audio_pipeline(hparams):
-    """Reads the three waveforms of a manifest row as ``[T]`` tensors."""
-
-    @sb.utils.data_pipeline.takes("mix_wav", "ref_wav", "target_wav")
-    @sb.utils.data_pipeline.provides("mix", "ref", "target")
-    def read(mix_wav, ref_wav, target_wav):
-        for path in (mix_wav, ref_wav, target_wav):
-            yield load_audio(path, hparams["sample_rate"])[0]
-
-    return read
 
 
 def dataio_prepare(hparams):
@@ -168,13 +159,11 @@ def dataio_prepare(hparams):
 
         train_set.add_dynamic_item(online_pipeline)
     else:
-        train_set = sb.dataio.dataset.DynamicItemDataset.from_csv(hparams["train_csv"])
-        train_set.add_dynamic_item(audio_pipeline(hparams))
+        train_set = manifest_dataset(hparams["train_csv"], hparams["sample_rate"])
     train_set.add_dynamic_item(speaker_pipeline)
     train_set.set_output_keys(["id", "mix", "ref", "target", "speaker_index"])
 
-    valid_set = sb.dataio.dataset.DynamicItemDataset.from_csv(hparams["valid_csv"])
-    valid_set.add_dynamic_item(audio_pipeline(hparams))
+    valid_set = manifest_dataset(hparams["valid_csv"], hparams["sample_rate"])
     valid_set.set_output_keys(["id", "mix", "ref", "target"])
     return train_set, valid_set
 

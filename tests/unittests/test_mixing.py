@@ -129,7 +129,7 @@ def test_peak_protection_keeps_ratios(caplog):
     spiky = speech_like(3, 4)
     spiky[SR : SR + 40] = 40.0  # a click: far above full scale once normalised
     mixer = Mixer(ratio_db=3.0)
-    with caplog.at_level(logging.INFO, logger="mixing.mixers"):
+    with caplog.at_level(logging.DEBUG, logger="mixing.mixers"):
         out = mixer.mix_arrays(
             spiky, speech_like(3, 5), speech_like(2, 6), np.random.default_rng(1)
         )
