@@ -21,6 +21,7 @@ from pathlib import Path
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
+from torch.nn.parallel import DistributedDataParallel
 
 from mixing.make_mixtures import find_noise_files
 from mixing.online import OnlineMixer, load_speakers_json
@@ -77,6 +78,17 @@ class ExtractionBrain(sb.Brain):
                     "target": target[i, :length].cpu(),
                 }
             self.valid_items_scored += 1
+
+    def _wrap_distributed(self):
+        # speechbrain turns every BatchNorm into SyncBatchNorm, which runs on GPUs only:
+        # on CPU (torchrun + gloo) wrap the modules in plain DDP instead.
+        if not (self.distributed_launch and torch.device(self.device).type == "cpu"):
+            return super()._wrap_distributed()
+        for name, module in self.modules.items():
+            if any(p.requires_grad for p in module.parameters()):
+                self.modules[name] = DistributedDataParallel(
+                    module, find_unused_parameters=self.find_unused_parameters
+                )
 
     def on_stage_start(self, stage, epoch=None):
         if stage != sb.Stage.TRAIN:
@@ -172,6 +184,7 @@ def main(argv):
     # Denormal floats appear as the weights train and slow CPU convolutions >10x.
     torch.set_flush_denormal(True)
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    sb.utils.distributed.ddp_init_group(run_opts)  # no-op without torchrun
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     sb.create_experiment_directory(
@@ -202,7 +215,7 @@ def main(argv):
     if sb.utils.distributed.if_main_process():
         plot_train_log(hparams["train_log"], f"{hparams['output_folder']}/curves.png")
         write_model_dir(
-            brain.modules.model,
+            brain.modules.model,  # write_model_dir unwraps DDP
             hparams["model_dir"],
             architecture=hparams["architecture"],
             train_hparams_path=f"{hparams['output_folder']}/hyperparams.yaml",
