@@ -115,9 +115,12 @@ def test_tiny_training_gains_si_sdri(mixtures, tmp_path):
 
 
 def test_static_manifest_training(mixtures, tmp_path):
-    """--online_mixing False trains on train.csv through the same pipeline."""
+    """--online_mixing False trains on train.csv through the same pipeline (here in bf16)."""
     out = tmp_path / "static"
-    run_training(mixtures, out, "--online_mixing", "False", "--number_of_epochs", "1")
+    run_training(
+        mixtures, out, "--online_mixing", "False", "--number_of_epochs", "1",
+        "--precision", "bf16",
+    )  # fmt: skip
     assert brain_state(out)["optimizer_step"] == 1  # 8 manifest items, batch 8
     assert (out / "model" / "model.ckpt").exists()
 
