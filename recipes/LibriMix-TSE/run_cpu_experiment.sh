@@ -3,7 +3,8 @@
 # (LibriSpeech + Common Voice Persian, 20 LibriSpeech speakers held out for the
 # test set, 8 for validation), train a reduced SpEx+ with online mixing, then
 # evaluate on the held-out test set next to the do-nothing baseline.
-#   bash recipes/LibriMix-TSE/run_cpu_experiment.sh [SHARED_DATA] [extra train.py overrides]
+#   [EPOCHS=10] bash recipes/LibriMix-TSE/run_cpu_experiment.sh [SHARED_DATA] [extra train.py overrides]
+# Restarted with the same command it resumes from the last checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 shared=${1:-../shared/data}
@@ -22,7 +23,7 @@ python3 recipes/LibriMix-TSE/train.py recipes/LibriMix-TSE/hparams/spex_plus.yam
     --n_filters 128 --bottleneck_channels 128 --hidden_channels 256 --num_stacks 2 \
     --embedding_dim 128 --speaker_channels "[128, 256, 256]" \
     --batch_size 8 --segment_seconds 3.0 --online_items_per_epoch 1600 --num_workers 1 \
-    --reference_seconds 4.0 --valid_pesq_items 20 --number_of_epochs 10 --lr_patience 2 "$@"
+    --reference_seconds 4.0 --valid_pesq_items 20 --number_of_epochs "${EPOCHS:-10}" --lr_patience 2 "$@"
 python3 evaluate.py hparams/test.yaml --test_dir "$data/test" --baseline mixture \
     --output_folder "$out/eval_mixture"
 python3 evaluate.py hparams/test.yaml --test_dir "$data/test" --model_dir "$out/train/model" \
