@@ -176,7 +176,9 @@ def make_estimator(hparams: dict):
                 )[0]
         except ValueError as error:  # input the model cannot take, e.g. too short
             raise ItemRefused(str(error)) from None
-        return est.detach().cpu()
+        # What extract.py gives users: the mixture's loudness, never clipping. The raw
+        # level is arbitrary (scale-invariant loss); every metric here ignores the scale.
+        return extractor.match_level(est.detach().cpu(), item["mix"])[0]
 
     return estimate
 
