@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import soundfile
 import yaml
 
 from modules.plots import parse_train_log
@@ -107,11 +108,18 @@ def test_tiny_training_gains_si_sdri(mixtures, tmp_path):
     result = subprocess.run(
         [sys.executable, "evaluate.py", "hparams/test.yaml", "--test_dir",
          str(mixtures.parent / "valid_mixtures" / "valid"), "--model_dir", str(model_dir),
-         "--output_folder", str(tmp_path / "eval"), "--metrics", "[si_sdr, si_sdri]"],
+         "--output_folder", str(tmp_path / "eval"), "--metrics", "[si_sdr, si_sdri]",
+         "--save_dir", str(tmp_path / "estimates")],
         cwd=REPO, env=env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "eval" / "summary.json").exists()
+    # Saved estimates are level-matched to their mixtures and never clip.
+    saved = sorted((tmp_path / "estimates").glob("*-est.wav"))
+    assert saved
+    for path in saved:
+        wav, _ = soundfile.read(path)
+        assert 0.01 < abs(wav).max() <= 0.99 + 1e-3
 
 
 def test_static_manifest_training(mixtures, tmp_path):
