@@ -20,7 +20,25 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class GlobalLayerNorm(nn.Module):
+class _AffineChannelNorm(nn.Module):
+    """Shared state of the norms: ``C``, ``eps`` and the per-channel affine ``[C]``."""
+
+    def __init__(self, num_channels: int, eps: float, affine: bool):
+        super().__init__()
+        self.num_channels = num_channels
+        self.eps = eps
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_channels))
+            self.bias = nn.Parameter(torch.zeros(num_channels))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, eps={self.eps}, affine={self.weight is not None}"
+
+
+class GlobalLayerNorm(_AffineChannelNorm):
     """Global layer normalisation (gLN) over channels and time.
 
     ``y = gamma * (x - mean) / sqrt(var + eps) + beta`` where ``mean`` and ``var``
@@ -48,15 +66,7 @@ class GlobalLayerNorm(nn.Module):
     """
 
     def __init__(self, num_channels: int, eps: float = 1e-8, affine: bool = True):
-        super().__init__()
-        self.num_channels = num_channels
-        self.eps = eps
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_channels))
-            self.bias = nn.Parameter(torch.zeros(num_channels))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        super().__init__(num_channels, eps, affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise ``x``.
@@ -75,11 +85,8 @@ class GlobalLayerNorm(nn.Module):
         # (the fused kernel keeps only mean and 1/std for backward, unlike the explicit formula)
         return F.group_norm(x, 1, self.weight, self.bias, self.eps)
 
-    def extra_repr(self) -> str:
-        return f"{self.num_channels}, eps={self.eps}, affine={self.weight is not None}"
 
-
-class ChannelLayerNorm(nn.Module):
+class ChannelLayerNorm(_AffineChannelNorm):
     """Channel-wise layer normalisation (cLN): LayerNorm over ``C`` for each frame.
 
     Arguments
@@ -103,15 +110,7 @@ class ChannelLayerNorm(nn.Module):
     """
 
     def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True):
-        super().__init__()
-        self.num_channels = num_channels
-        self.eps = eps
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_channels))
-            self.bias = nn.Parameter(torch.zeros(num_channels))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        super().__init__(num_channels, eps, affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise ``x``.
@@ -131,6 +130,3 @@ class ChannelLayerNorm(nn.Module):
         y = F.layer_norm(y, (self.num_channels,), self.weight, self.bias, self.eps)
         # [B, T, C] -> [B, C, T]
         return y.transpose(1, 2)
-
-    def extra_repr(self) -> str:
-        return f"{self.num_channels}, eps={self.eps}, affine={self.weight is not None}"
