@@ -25,10 +25,8 @@ import io
 import json
 import logging
 import math
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -39,6 +37,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from modules.audio import AudioFileError, save_audio
 from modules.dataio import CustomDirDataset, Problem
+from modules.files import atomic_write_text
 from modules.metrics import METRICS, MetricSummary, compute_metrics
 
 logger = logging.getLogger("evaluate")
@@ -183,19 +182,6 @@ def make_estimator(hparams: dict):
     return estimate
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w") as fout:
-            fout.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _finite_or_none(value: float):
     return value if math.isfinite(value) else None
 
@@ -309,8 +295,8 @@ def evaluate(hparams: dict) -> dict:
         for row in scores.rows:
             writer.writerow({"ID": row["ID"], **{
                 name: f"{row.get(name, math.nan):.6f}" for name in metrics}})
-        write_atomic(csv_path, buffer.getvalue())
-    write_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(csv_path, buffer.getvalue())
+    atomic_write_text(summary_path, json.dumps(summary, indent=2) + "\n")
     summary["_table"] = scores.format_table() if metrics else ""
     summary["_summary_path"] = str(summary_path)
     return summary

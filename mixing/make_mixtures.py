@@ -54,11 +54,11 @@ import yaml
 from tqdm import tqdm
 
 from mixing.corpus import AUDIO_SUFFIXES, CorpusError, corpus_of, scan_corpora
-from mixing.files import atomic_write_text
 from mixing.mixers import LoudnessError, Mixer
 from mixing.online import draw_sources, save_speakers_json
 from mixing.references import build_speaker_segments
 from modules.audio import AudioFileError, save_audio
+from modules.files import atomic_write_text
 
 logger = logging.getLogger("mixing.make_mixtures")
 

@@ -38,10 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mixing.files import atomic_write_text
 from mixing.mixers import LoudnessError, Mixer, MixResult
 from mixing.references import MIN_SEGMENT_SAMPLES, Segment, pick_target_and_reference
 from modules.audio import AudioFileError
+from modules.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ Example
 >>> from modules.spex_plus import SpExPlus
 >>> _ = torch.manual_seed(0)
 >>> tiny = SpExPlus(**TINY_ARCHITECTURE)
->>> tse = TargetSpeakerExtractor.from_model(tiny, run_opts={"device": "cpu"})
+    >>> tse = TargetSpeakerExtractor.from_model(tiny, run_opts={"device": "cpu"})
 >>> mix, ref = torch.randn(2, 8000), torch.randn(2, 8000)
 >>> tse.extract_batch(mix, torch.tensor([1.0, 0.5]), ref, None).shape
 torch.Size([2, 8000])
@@ -652,7 +652,7 @@ class StreamingExtractor:
     >>> import torch
     >>> from modules.spex_plus import SpExPlus
     >>> tiny = SpExPlus(**TINY_ARCHITECTURE)
->>> tse = TargetSpeakerExtractor.from_model(tiny, run_opts={"device": "cpu"})
+    >>> tse = TargetSpeakerExtractor.from_model(tiny, run_opts={"device": "cpu"})
     >>> stream = tse.stream(torch.randn(8000), chunk_seconds=0.25, hop_seconds=0.125)
     >>> stream.push(torch.randn(3000)).shape, stream.push(torch.randn(3000)).shape
     (torch.Size([0]), torch.Size([2000]))
@@ -704,7 +704,7 @@ class TargetSpeakerExtractor(Pretrained):
     >>> import torch
     >>> from modules.spex_plus import SpExPlus
     >>> tiny = SpExPlus(**TINY_ARCHITECTURE)
->>> tse = TargetSpeakerExtractor.from_model(tiny, run_opts={"device": "cpu"})
+    >>> tse = TargetSpeakerExtractor.from_model(tiny, run_opts={"device": "cpu"})
     >>> ref, mix = torch.randn(16000), torch.randn(4000)
     >>> tse.extract(mix, ref).shape
     torch.Size([4000])

@@ -1,4 +1,4 @@
-"""Small file helpers: atomic text writes.
+"""Atomic text writes (manifests, speakers.json, mixing_params.yaml, evaluation summaries).
 
 Example
 -------
