@@ -21,8 +21,6 @@ Example
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +28,18 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from modules.cli import BadInput
+from modules.files import atomic_path
+
 SAMPLE_RATE = 16000
 
 
-class AudioFileError(ValueError):
-    """A file that cannot be used, with the file and the problem in the message."""
+class AudioFileError(BadInput):
+    """A file that cannot be used, with the file and the problem in the message.
+
+    A :class:`~modules.cli.BadInput` (a ``ValueError``): the command-line tools report it
+    in one line and exit with status 2.
+    """
 
     def __init__(self, path, problem: str):
         self.path = str(path)
@@ -110,18 +115,27 @@ def save_audio(path, wav: torch.Tensor, sample_rate: int = SAMPLE_RATE, subtype=
     """Write a ``[T]`` waveform atomically (temporary file, then rename).
 
     Samples are clipped to [-1, 1) only by the PCM conversion; callers that care
-    about clipping scale the signal first (see the mixers and the extractor).
+    about clipping scale the signal first (see the mixers and the extractor). The
+    format follows the suffix (``.wav``, ``.flac``, ...); the file gets the normal
+    mode of a new file (see :func:`modules.files.atomic_path`).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     wav = torch.as_tensor(wav).detach().to(torch.float32).cpu()
     if wav.dim() != 1:
         raise ValueError(f"save_audio expects a [T] waveform, got shape {tuple(wav.shape)}")
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(handle)
-    try:
-        sf.write(tmp, wav.numpy(), sample_rate, subtype=subtype)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        sf.write(tmp, wav.numpy(), sample_rate, subtype=subtype, format=_format(path))
+
+
+def _format(path: Path) -> str:
+    """The libsndfile format of an output path, from its suffix.
+
+    Raises
+    ------
+    AudioFileError
+        A suffix libsndfile cannot write.
+    """
+    name = path.suffix.lstrip(".").upper()
+    if name not in sf.available_formats():
+        raise AudioFileError(path, f"unknown audio format {path.suffix!r} (use .wav or .flac)")
+    return name
