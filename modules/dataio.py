@@ -16,7 +16,9 @@ left out.
 returns every problem at once, each with the file and the reason: a missing counterpart
 for an ID, an empty folder, a file that is unreadable, corrupt, empty, all-zero, has NaN
 or infinite samples, or has more than one channel (refused: which channel holds the
-speech is ambiguous), and a mixture whose length differs from its target's.
+speech is ambiguous), a mixture whose length differs from its target's, and a mixture
+or reference the model would refuse (shorter than :class:`InputLimits`, or silent),
+so a run never stops part way through on an item the check could have found.
 
 Sample-rate decision
 --------------------
@@ -31,21 +33,22 @@ Example
 >>> import tempfile, pathlib, torch
 >>> from modules.audio import save_audio
 >>> root = pathlib.Path(tempfile.mkdtemp())
->>> tone = 0.1 * torch.sin(torch.arange(8000) / 7.0)
+>>> tone = 0.1 * torch.sin(torch.arange(16000) / 7.0)
 >>> save_audio(root / "mix" / "spk-1_a-mixed.wav", tone, 16000)
->>> save_audio(root / "refs" / "spk-1_a-ref.wav", tone[:4000], 16000)
+>>> save_audio(root / "refs" / "spk-1_a-ref.wav", tone[:8000], 16000)
 >>> save_audio(root / "targets" / "spk-1_a-target.wav", 0.5 * tone, 16000)
 >>> dataset = CustomDirDataset(root)
 >>> dataset.check()
 []
 >>> item = dataset[0]
 >>> item["id"], item["mix"].shape, item["ref"].shape, item["target"].shape
-('spk-1_a', torch.Size([8000]), torch.Size([4000]), torch.Size([8000]))
+('spk-1_a', torch.Size([16000]), torch.Size([8000]), torch.Size([16000]))
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -57,6 +60,52 @@ logger = logging.getLogger(__name__)
 
 MIX_DIR, REF_DIR, TARGET_DIR = "mix", "refs", "targets"
 MIX_SUFFIX, REF_SUFFIX, TARGET_SUFFIX = "-mixed.wav", "-ref.wav", "-target.wav"
+
+
+class InputLimits(NamedTuple):
+    """What a model can take: shortest mixture and reference, and the silence level.
+
+    The defaults are those of ``hparams/inference.yaml`` (0.1 s, 0.5 s, -80 dBFS at
+    16 kHz); a loaded model gives its own (``min_mix_samples``, ``min_ref_samples``,
+    ``silence_dbfs`` of the extractor), so a test directory is refused up front for
+    exactly what the model would refuse item by item.
+
+    Example
+    -------
+    >>> InputLimits().min_ref_samples / 16000
+    0.5
+    """
+
+    min_mix_samples: int = 1600
+    min_ref_samples: int = 8000
+    silence_dbfs: float = -80.0
+
+    @classmethod
+    def of(cls, extractor) -> InputLimits:
+        """The limits of a loaded extractor."""
+        return cls(extractor.min_mix_samples, extractor.min_ref_samples,
+                   float(extractor.silence_dbfs))
+
+    def problem(self, wav: torch.Tensor, what: str, sample_rate: int = SAMPLE_RATE):
+        """Why ``wav`` (a mixture or a reference) cannot be used, or ``None``.
+
+        Example
+        -------
+        >>> InputLimits().problem(torch.ones(100), "reference")
+        'reference is 0.006 s long; at least 0.500 s (8000 samples at 16000 Hz) is needed'
+        >>> InputLimits().problem(1e-6 * torch.ones(16000), "mixture")
+        'mixture is silent (RMS -120.0 dBFS < -80.0 dBFS)'
+        """
+        minimum = self.min_ref_samples if what == "reference" else self.min_mix_samples
+        if wav.shape[-1] < minimum:
+            return (f"{what} is {wav.shape[-1] / sample_rate:.3f} s long; at least "
+                    f"{minimum / sample_rate:.3f} s ({minimum} samples at {sample_rate} Hz) "
+                    "is needed")
+        rms = float(wav.double().square().mean().sqrt())
+        level = 20 * math.log10(rms) if rms > 0 else -math.inf
+        if level < self.silence_dbfs:
+            return f"{what} is silent (RMS {level:.1f} dBFS < {self.silence_dbfs} dBFS)"
+        return None
 
 
 class Problem(NamedTuple):
@@ -153,6 +202,11 @@ class CustomDirDataset(torch.utils.data.Dataset):
         Folder holding ``mix/``, ``refs/`` and optionally ``targets/``.
     sample_rate : int
         Rate everything is delivered at (16 kHz: the rate the models and metrics use).
+    limits : InputLimits
+        Shortest mixture and reference and the silence level a model takes; checked for
+        mixtures and references by :meth:`check`.
+    use_targets : bool
+        False: ignore ``targets/`` (extraction only needs mixtures and references).
 
     Attributes
     ----------
@@ -170,9 +224,12 @@ class CustomDirDataset(torch.utils.data.Dataset):
     'no mix/ folder (expected mix/<ID>-mixed.wav)'
     """
 
-    def __init__(self, test_dir, sample_rate: int = SAMPLE_RATE):
+    def __init__(self, test_dir, sample_rate: int = SAMPLE_RATE,
+                 limits: InputLimits | None = None, use_targets: bool = True):
         self.test_dir = Path(test_dir)
         self.sample_rate = sample_rate
+        self.limits = limits or InputLimits()
+        self.use_targets = use_targets
         self.notes: list[str] = []
         self.problems: list[Problem] | None = None
         self._structure: list[Problem] = []
@@ -206,10 +263,16 @@ class CustomDirDataset(torch.utils.data.Dataset):
             problems.append(
                 Problem(str(ref_dir), f"no {REF_DIR}/ folder (expected {REF_DIR}/<ID>{REF_SUFFIX})")
             )
-        if target_dir.is_dir():
+        if target_dir.is_dir() and self.use_targets:
             self.target_paths = _scan(target_dir, TARGET_SUFFIX, problems)
             self.has_targets = bool(self.target_paths)
-        if not self.has_targets:
+            if not self.has_targets:
+                problems.append(Problem(
+                    str(target_dir),
+                    f"empty {TARGET_DIR}/ folder: put the targets (<ID>{TARGET_SUFFIX}) there "
+                    "to score, or remove the folder to only save estimates",
+                ))
+        if not self.has_targets and self.use_targets:
             logger.info("%s has no targets/: estimates can be saved, nothing scored",
                         self.test_dir)
 
@@ -254,9 +317,10 @@ class CustomDirDataset(torch.utils.data.Dataset):
                     f"no target {self._expected(TARGET_DIR, item_id, TARGET_SUFFIX)}",
                     item_id,
                 ))
-            mix = self._check_file(mix_path, item_id, problems, resample=True)
+            mix = self._check_file(mix_path, item_id, problems, resample=True, what="mixture")
             if item_id in self.ref_paths:
-                self._check_file(self.ref_paths[item_id], item_id, problems, resample=True)
+                self._check_file(self.ref_paths[item_id], item_id, problems, resample=True,
+                                 what="reference")
             if item_id in self.target_paths:
                 target = self._check_file(
                     self.target_paths[item_id], item_id, problems, resample=False
@@ -271,12 +335,16 @@ class CustomDirDataset(torch.utils.data.Dataset):
         self.problems = problems
         return problems
 
-    def _check_file(self, path: Path, item_id: str, problems: list[Problem], resample: bool):
+    def _check_file(self, path: Path, item_id: str, problems: list[Problem], resample: bool,
+                    what: str | None = None):
         try:
             wav = self._load(path, resample)
         except AudioFileError as error:
             problems.append(Problem(str(path), error.problem, item_id))
             return None
+        problem = self.limits.problem(wav, what, self.sample_rate) if what else None
+        if problem:
+            problems.append(Problem(str(path), problem, item_id))
         return wav
 
     def _load(self, path: Path, resample: bool, notes: list[str] | None = None) -> torch.Tensor:

@@ -6,10 +6,10 @@ import soundfile as sf
 import torch
 
 from modules.audio import AudioFileError, save_audio
-from modules.dataio import CustomDirDataset, Problem, manifest_dataset, read_wav
+from modules.dataio import CustomDirDataset, InputLimits, Problem, manifest_dataset, read_wav
 
 SR = 16000
-T = 4000  # 0.25 s: enough for every check, fast to write and read
+T = 16000  # 1 s (the reference is half of it: the shortest one a model takes)
 
 
 def tone(length=T, freq=7.0, amplitude=0.1):
@@ -174,3 +174,31 @@ def test_manifest_dataset(tmp_path):
     assert item["id"] == "u-1_a" and item["target_speaker"] == "103"
     assert item["mix"].shape == (T,) and item["ref"].shape == (T // 2,)
     torch.testing.assert_close(item["target"], 0.5 * tone(), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("ref", "mix", "expected"),
+    [
+        (tone(100), None, "reference is 0.006 s long"),
+        (tone(int(0.3 * SR)), None, "reference is 0.300 s long"),
+        (tone(T // 2, amplitude=1e-5), None, "reference is silent"),
+        (None, tone(800), "mixture is 0.050 s long"),
+    ],
+)
+def test_model_limits_are_checked_up_front(tmp_path, ref, mix, expected):
+    write_item(tmp_path, "u1", ref=ref, mix=mix, targets=False)
+    problems = CustomDirDataset(tmp_path).check()
+    assert [p.item_id for p in problems] == ["u1"] and expected in problems[0].reason
+
+
+def test_model_limits_come_from_the_model(tmp_path):
+    write_item(tmp_path, "u1", ref=tone(100), targets=False)
+    assert CustomDirDataset(tmp_path, limits=InputLimits(10, 50, -80.0)).check() == []
+
+
+def test_empty_targets_folder_is_named_and_ignored_for_extraction(tmp_path):
+    write_item(tmp_path, "u1", targets=False)
+    (tmp_path / "targets").mkdir()
+    problems = CustomDirDataset(tmp_path).check()
+    assert len(problems) == 1 and "empty targets/ folder" in problems[0].reason
+    assert CustomDirDataset(tmp_path, use_targets=False).check() == []
