@@ -68,22 +68,43 @@ class GlobalLayerNorm(_AffineChannelNorm):
     def __init__(self, num_channels: int, eps: float = 1e-8, affine: bool = True):
         super().__init__(num_channels, eps, affine)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise ``x``.
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalise ``x``, taking the statistics over the valid frames only.
 
         Arguments
         ---------
         x : torch.Tensor
             ``[B, C, T]``.
+        mask : torch.Tensor or None
+            ``[B, 1, T]`` 0/1 valid frames (padding excluded from the mean and
+            variance, and zeroed in the output); ``None``: every frame is valid.
 
         Returns
         -------
         torch.Tensor
             ``[B, C, T]``.
+
+        Example
+        -------
+        >>> import torch
+        >>> norm, x = GlobalLayerNorm(3), torch.randn(1, 3, 8)
+        >>> padded = torch.nn.functional.pad(x, (0, 4), value=5.0)
+        >>> mask = (torch.arange(12) < 8).float().view(1, 1, 12)
+        >>> bool(torch.allclose(norm(padded, mask)[..., :8], norm(x), atol=1e-5))
+        True
         """
-        # [B, C, T] -> [B, C, T]: one group spanning all channels = statistics over C and T
-        # (the fused kernel keeps only mean and 1/std for backward, unlike the explicit formula)
-        return F.group_norm(x, 1, self.weight, self.bias, self.eps)
+        if mask is None:
+            # [B, C, T] -> [B, C, T]: one group spanning all channels = statistics over C and T
+            # (the fused kernel keeps only mean and 1/std for backward, unlike the explicit formula)
+            return F.group_norm(x, 1, self.weight, self.bias, self.eps)
+        # [B, 1, T] -> [B, 1, 1] valid values per item
+        count = mask.sum(dim=(1, 2), keepdim=True) * x.shape[1]
+        mean = (x * mask).sum(dim=(1, 2), keepdim=True) / count
+        var = ((x - mean) * mask).pow(2).sum(dim=(1, 2), keepdim=True) / count
+        y = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            y = y * self.weight.view(1, -1, 1) + self.bias.view(1, -1, 1)
+        return y * mask
 
 
 class ChannelLayerNorm(_AffineChannelNorm):

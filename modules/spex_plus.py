@@ -32,8 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modules.dvector import DVectorEncoder
+from modules.losses import length_mask
 from modules.norms import ChannelLayerNorm
 from modules.tcn import TCNStack
+
+#: Choices of :class:`SpExPlus`'s ``reference_encoder``.
+REFERENCE_ENCODERS = ("native", "dvector", "dvector_finetune", "native+dvector")
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
@@ -292,7 +297,7 @@ class SpExPlus(nn.Module):
 
     The defaults are the paper's configuration at 16 kHz (windows 2.5, 10, 20 ms,
     ``N = B = 256``, ``H = 512``, ``P = 3``, ``X = 8``, ``R = 4``, ``D = 256``):
-    11,245,897 parameters without the speaker classifier (add
+    11,245,894 parameters without the speaker classifier (add
     ``257 * num_speakers``).
 
     Arguments
@@ -320,7 +325,19 @@ class SpExPlus(nn.Module):
         Speaker embedding size (``D``).
     num_speakers : int
         Training speakers for the speaker classifier; ``0`` builds no classifier
-        (``spk_logits`` is then ``None``).
+        (``spk_logits`` is then ``None``). No classifier is built either when
+        the reference encoder has nothing to train (``"dvector"``).
+    reference_encoder : str
+        How the reference becomes the conditioning vector:
+        ``"native"``: the paper's ResNet speaker encoder on the shared
+        multi-scale encoder, trained jointly (``D = embedding_dim``);
+        ``"dvector"``: the pretrained GE2E d-vector (:mod:`modules.dvector`),
+        frozen (``D = 256``); ``"dvector_finetune"``: the same, trained jointly;
+        ``"native+dvector"``: both, concatenated (``D = embedding_dim + 256``,
+        the d-vector frozen). The classifier sees the conditioning vector.
+    pretrained_dvector : bool
+        Load the d-vector's pretrained weights at construction (``False`` when
+        a checkpoint will overwrite them, or in tests).
 
     Example
     -------
@@ -349,23 +366,44 @@ class SpExPlus(nn.Module):
         speaker_channels=(256, 512, 512),
         embedding_dim: int = 256,
         num_speakers: int = 0,
+        reference_encoder: str = "native",
+        pretrained_dvector: bool = True,
     ):
         super().__init__()
         if num_stacks < 1:
             raise ValueError(f"num_stacks must be >= 1, got {num_stacks}")
+        if reference_encoder not in REFERENCE_ENCODERS:
+            raise ValueError(
+                f"reference_encoder must be one of {REFERENCE_ENCODERS}, got {reference_encoder!r}"
+            )
         self.n_filters = n_filters
-        self.embedding_dim = embedding_dim
-        self.num_speakers = num_speakers
+        self.reference_encoder = reference_encoder
 
         self.encoder = MultiScaleEncoder(n_filters, short_kernel, middle_kernel, long_kernel)
         self.stride = self.encoder.stride
 
-        # Speaker encoder on the reference's encoder output.
-        self.speaker_encoder = SpeakerEncoder(
-            3 * n_filters, (speaker_channels[0], *speaker_channels), embedding_dim
-        )
-        if num_speakers > 0:
-            self.classifier = nn.Linear(embedding_dim, num_speakers)
+        # Reference -> conditioning vector: the native speaker encoder on the
+        # reference's multi-scale encoding, the pretrained d-vector, or both.
+        self.speaker_encoder = None
+        self.dvector = None
+        cond_dim = 0
+        if reference_encoder in ("native", "native+dvector"):
+            self.speaker_encoder = SpeakerEncoder(
+                3 * n_filters, (speaker_channels[0], *speaker_channels), embedding_dim
+            )
+            cond_dim += embedding_dim
+        if "dvector" in reference_encoder:
+            self.dvector = DVectorEncoder(
+                pretrained=pretrained_dvector, trainable=reference_encoder == "dvector_finetune"
+            )
+            cond_dim += self.dvector.embedding_dim
+        self.embedding_dim = embedding_dim
+        #: Size ``D`` of the conditioning vector given to the TCN stacks.
+        self.condition_dim = cond_dim
+        trains_reference_path = reference_encoder != "dvector"
+        self.num_speakers = num_speakers if trains_reference_path else 0
+        if self.num_speakers > 0:
+            self.classifier = nn.Linear(cond_dim, self.num_speakers)
         else:
             self.classifier = None
 
@@ -379,7 +417,7 @@ class SpExPlus(nn.Module):
                     hidden_channels,
                     kernel_size=kernel_size,
                     num_blocks=blocks_per_stack,
-                    embedding_dim=embedding_dim,
+                    embedding_dim=cond_dim,
                 )
                 for _ in range(num_stacks)
             ]
@@ -388,10 +426,17 @@ class SpExPlus(nn.Module):
         self.mask_middle = nn.Conv1d(bottleneck_channels, n_filters, 1)
         self.mask_long = nn.Conv1d(bottleneck_channels, n_filters, 1)
 
-        # Multi-scale decoder.
-        self.decoder_short = nn.ConvTranspose1d(n_filters, 1, short_kernel, stride=self.stride)
-        self.decoder_middle = nn.ConvTranspose1d(n_filters, 1, middle_kernel, stride=self.stride)
-        self.decoder_long = nn.ConvTranspose1d(n_filters, 1, long_kernel, stride=self.stride)
+        # Multi-scale decoder. No bias: the estimates are made zero-mean anyway
+        # (the loss is zero-mean SI-SDR, so any DC would drift untrained).
+        self.decoder_short = nn.ConvTranspose1d(
+            n_filters, 1, short_kernel, stride=self.stride, bias=False
+        )
+        self.decoder_middle = nn.ConvTranspose1d(
+            n_filters, 1, middle_kernel, stride=self.stride, bias=False
+        )
+        self.decoder_long = nn.ConvTranspose1d(
+            n_filters, 1, long_kernel, stride=self.stride, bias=False
+        )
 
         tcn_frames = 1 + num_stacks * (self.stacks[0].receptive_field - 1)
         #: Mixture samples that one TCN output frame depends on through the
@@ -400,9 +445,9 @@ class SpExPlus(nn.Module):
         self.receptive_field = (tcn_frames - 1) * self.stride + long_kernel
         #: Shortest reference (samples) that fills one frame after the
         #: speaker encoder's max-pools; shorter references are zero-padded to it.
-        self.min_reference_length = (
-            self.speaker_encoder.min_frames - 1
-        ) * self.stride + short_kernel
+        self.min_reference_length = short_kernel
+        if self.speaker_encoder is not None:
+            self.min_reference_length += (self.speaker_encoder.min_frames - 1) * self.stride
 
     def embed_reference(
         self, ref: torch.Tensor, ref_lens: torch.Tensor | None = None
@@ -432,26 +477,42 @@ class SpExPlus(nn.Module):
         if ref_lens is None:
             ref_lens = torch.ones(ref.shape[0], device=ref.device)
         abs_lens = torch.round(ref_lens * num_samples).long().clamp(1, num_samples)
-        # [Tr] < [B, 1] -> [B, Tr]: zero whatever lies past each length
-        keep = torch.arange(num_samples, device=ref.device).unsqueeze(0) < abs_lens.unsqueeze(1)
-        ref = ref * keep.to(ref.dtype)
-        # [B, Tr] -> [B, max(Tr, min_reference_length)] (branch-free, for tracing)
-        missing = self.min_reference_length - num_samples
-        ref = F.pad(ref, (0, (missing + abs(missing)) // 2))
-        # [B, Tr] -> 3 x [B, N, T']
-        w1, w2, w3 = self.encoder(ref)
-        # 3 x [B, N, T'] -> [B, 3N, T'] -> [B, D]
-        emb = self.speaker_encoder(
-            torch.cat([w1, w2, w3], dim=1), self.encoder.num_frames(abs_lens)
-        )
+        # [B, Tr]: zero whatever lies past each length
+        ref = ref * length_mask(ref_lens, num_samples, ref)
+        parts = []
+        if self.speaker_encoder is not None:
+            # [B, Tr] -> [B, max(Tr, min_reference_length)] (branch-free, for tracing)
+            missing = self.min_reference_length - num_samples
+            padded = F.pad(ref, (0, (missing + abs(missing)) // 2))
+            # [B, Tr] -> 3 x [B, N, T']
+            w1, w2, w3 = self.encoder(padded)
+            # 3 x [B, N, T'] -> [B, 3N, T'] -> [B, D_native]
+            parts.append(
+                self.speaker_encoder(
+                    torch.cat([w1, w2, w3], dim=1), self.encoder.num_frames(abs_lens)
+                )
+            )
+        if self.dvector is not None:
+            # [B, Tr] -> [B, 256]
+            parts.append(self.dvector(ref, ref_lens).to(ref.dtype))
+        # -> [B, D]
+        emb = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         logits: torch.Tensor | None = None
         if self.classifier is not None:
             # [B, D] -> [B, num_speakers]
             logits = self.classifier(emb)
         return emb, logits
 
-    def extract(self, mix: torch.Tensor, emb: torch.Tensor) -> dict[str, torch.Tensor]:
+    def extract(
+        self, mix: torch.Tensor, emb: torch.Tensor, mix_lens: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Extract the speaker given by ``emb`` from ``mix``.
+
+        With ``mix_lens``, every item of a zero-padded batch gets the output it
+        would get alone: normalisation statistics skip the padding and the
+        temporal convolutions see zeros there. Each estimate is zero-mean over
+        its valid samples (and zero past them): the graded SI-SDR is not
+        zero-mean, so a DC offset would count as error.
 
         Arguments
         ---------
@@ -459,6 +520,8 @@ class SpExPlus(nn.Module):
             ``[B, T]`` mixtures, any ``T >= 1``.
         emb : torch.Tensor
             ``[B, D]`` speaker embeddings (:meth:`embed_reference`).
+        mix_lens : torch.Tensor or None
+            ``[B]`` mixture lengths relative to ``T`` (``None``: all full).
 
         Returns
         -------
@@ -467,27 +530,51 @@ class SpExPlus(nn.Module):
             ``"est_scales"``: ``[B, 3, T]`` estimates ``(s1, s2, s3)``.
         """
         num_samples = mix.shape[-1]
+        # [B, T] 0/1 valid samples
+        sample_mask = length_mask(mix_lens, num_samples, mix)
+        padded = mix_lens is not None and bool((sample_mask[:, -1] == 0).any())
+        if padded:
+            mix = mix * sample_mask
         # [B, T] -> 3 x [B, N, T']
         w1, w2, w3 = self.encoder(mix)
+        frame_mask: torch.Tensor | None = None
+        if padded:
+            valid_frames = self.encoder.num_frames(sample_mask.sum(dim=-1).long())
+            # [T'] < [B, 1] -> [B, 1, T']
+            frames = torch.arange(w1.shape[-1], device=mix.device)
+            frame_mask = (frames.unsqueeze(0) < valid_frames.unsqueeze(1)).unsqueeze(1)
+            frame_mask = frame_mask.to(w1.dtype)
         # 3 x [B, N, T'] -> [B, 3N, T'] -> [B, B_ch, T']
         y = self.proj(self.norm(torch.cat([w1, w2, w3], dim=1)))
         for stack in self.stacks:
             # [B, B_ch, T'] -> [B, B_ch, T']
-            y = stack(y, emb)
+            y = stack(y, emb, frame_mask)
         # [B, B_ch, T'] -> [B, N, T'] masks applied to each scale's encoding
         s1 = w1 * F.relu(self.mask_short(y))
         s2 = w2 * F.relu(self.mask_middle(y))
         s3 = w3 * F.relu(self.mask_long(y))
+        if frame_mask is not None:
+            # padded frames would reach the last valid samples through the decoders
+            s1, s2, s3 = s1 * frame_mask, s2 * frame_mask, s3 * frame_mask
         # [B, N, T'] -> [B, 1, (T' - 1) * stride + L_i] -> [B, T] (every L_i output covers T)
         est1 = self.decoder_short(s1)[:, 0, :num_samples]
         est2 = self.decoder_middle(s2)[:, 0, :num_samples]
         est3 = self.decoder_long(s3)[:, 0, :num_samples]
-        # 3 x [B, T] -> [B, 3, T]
+        # 3 x [B, T] -> [B, 3, T], zero-mean over the valid samples
         est_scales = torch.stack([est1, est2, est3], dim=1)
-        return {"est": est1, "est_scales": est_scales}
+        sample_mask = sample_mask.unsqueeze(1)
+        mean = (est_scales * sample_mask).sum(dim=-1, keepdim=True) / sample_mask.sum(
+            dim=-1, keepdim=True
+        )
+        est_scales = (est_scales - mean) * sample_mask
+        return {"est": est_scales[:, 0], "est_scales": est_scales}
 
     def forward(
-        self, mix: torch.Tensor, ref: torch.Tensor, ref_lens: torch.Tensor | None = None
+        self,
+        mix: torch.Tensor,
+        ref: torch.Tensor,
+        ref_lens: torch.Tensor | None = None,
+        mix_lens: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | None]:
         """Embed the reference and extract its speaker from the mixture.
 
@@ -499,6 +586,8 @@ class SpExPlus(nn.Module):
             ``[B, Tr]`` references, any ``Tr >= 1``.
         ref_lens : torch.Tensor or None
             ``[B]`` reference lengths relative to ``Tr`` (``None``: all full).
+        mix_lens : torch.Tensor or None
+            ``[B]`` mixture lengths relative to ``T`` (``None``: all full).
 
         Returns
         -------
@@ -507,7 +596,7 @@ class SpExPlus(nn.Module):
             ``"spk_logits"`` ``[B, num_speakers]`` or ``None``, ``"spk_emb"`` ``[B, D]``.
         """
         emb, logits = self.embed_reference(ref, ref_lens)
-        extracted = self.extract(mix, emb)
+        extracted = self.extract(mix, emb, mix_lens)
         return {
             "est": extracted["est"],
             "est_scales": extracted["est_scales"],

@@ -92,7 +92,9 @@ class TCNBlock(nn.Module):
         self.depthwise_norm = GlobalLayerNorm(hidden_channels)
         self.out_conv = nn.Conv1d(hidden_channels, in_channels, 1)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, emb: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Apply the block.
 
         Arguments
@@ -102,6 +104,10 @@ class TCNBlock(nn.Module):
         emb : torch.Tensor or None
             ``[B, embedding_dim]`` speaker embedding; required exactly when the
             block was built with ``embedding_dim > 0``.
+        mask : torch.Tensor or None
+            ``[B, 1, T]`` 0/1 valid frames of a padded batch: the gLN statistics
+            skip padding and the depthwise convolution sees zeros there, exactly
+            as for the item alone. ``None``: no padding.
 
         Returns
         -------
@@ -117,12 +123,12 @@ class TCNBlock(nn.Module):
             # [B, C, T] + [B, D, T] -> [B, C + D, T]
             y = torch.cat([x, tiled], dim=1)
         # [B, C (+ D), T] -> [B, H, T]
-        y = self.in_norm(self.in_act(self.in_conv(y)))
+        y = self.in_norm(self.in_act(self.in_conv(y)), mask)
         if self.pad_left != self.pad_right:
             # [B, H, T] -> [B, H, T + d * (P - 1)]
             y = F.pad(y, (self.pad_left, self.pad_right))
         # [B, H, T (+ pad)] -> [B, H, T]
-        y = self.depthwise_norm(self.depthwise_act(self.depthwise_conv(y)))
+        y = self.depthwise_norm(self.depthwise_act(self.depthwise_conv(y)), mask)
         # [B, H, T] -> [B, C, T]
         return x + self.out_conv(y)
 
@@ -180,7 +186,9 @@ class TCNStack(nn.Module):
         #: Frames of input that one output frame depends on (through the convolutions).
         self.receptive_field = 1 + (kernel_size - 1) * (2**num_blocks - 1)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, emb: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Apply the blocks in turn; only the first one sees ``emb``.
 
         Arguments
@@ -189,6 +197,8 @@ class TCNStack(nn.Module):
             ``[B, in_channels, T]``.
         emb : torch.Tensor or None
             ``[B, embedding_dim]``; required when ``embedding_dim > 0``.
+        mask : torch.Tensor or None
+            ``[B, 1, T]`` valid frames (see :meth:`TCNBlock.forward`).
 
         Returns
         -------
@@ -197,5 +207,5 @@ class TCNStack(nn.Module):
         """
         for index, block in enumerate(self.blocks):
             # [B, C, T] -> [B, C, T]
-            x = block(x, emb if index == 0 else None)
+            x = block(x, emb if index == 0 else None, mask)
         return x

@@ -31,7 +31,7 @@ def test_default_config_parameter_count():
     default = SpExPlus()
     count = count_parameters(default)
     assert 11.1e6 <= count <= 11.4e6, count
-    assert count == 11_245_897
+    assert count == 11_245_894  # decoders without bias
     assert default.classifier is None
     assert len(default.stacks) == 4 and len(default.stacks[0].blocks) == 8
     assert default.stride == 20
@@ -164,3 +164,66 @@ def test_scriptable_and_traceable(model):
         traced = torch.jit.trace(wrapper, torch.randn(1, 1600))
         other = torch.randn(1, 2345)
         assert torch.allclose(traced(other), wrapper(other), atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_estimates_are_zero_mean_for_any_input(seed):
+    """The graded SI-SDR is not zero-mean: a DC offset in the estimate would cost dB."""
+    model = tiny_model(seed=seed).eval()
+    with torch.no_grad():
+        for param in model.parameters():  # "trained or not": perturb every weight
+            param.add_(torch.randn_like(param) * 0.3)
+    torch.manual_seed(seed)
+    mix = torch.randn(2, 3000) + torch.tensor([[0.5], [-2.0]])  # inputs with DC
+    lens = torch.tensor([1.0, 0.7])
+    with torch.no_grad():
+        out = model(mix, torch.randn(2, 2000), mix_lens=lens)
+    for i, length in enumerate([3000, 2100]):
+        scales = out["est_scales"][i, :, :length]
+        rms = scales.pow(2).mean(dim=-1).sqrt()
+        assert bool((scales.mean(dim=-1).abs() < 1e-5 * rms.clamp_min(1e-12) + 1e-9).all())
+        assert bool((out["est_scales"][i, :, length:] == 0).all())
+
+
+def test_padded_batch_gives_each_items_own_output():
+    """Length-aware normalisation: padding never changes an item's estimate."""
+    model = tiny_model(num_speakers=3, seed=4).eval()
+    torch.manual_seed(5)
+    lengths = [4000, 2500, 1111]
+    mixes = [torch.randn(n) for n in lengths]
+    refs = [torch.randn(1800) for _ in lengths]
+    batch = torch.zeros(3, 4000)
+    for i, mix in enumerate(mixes):
+        batch[i, : len(mix)] = mix
+    lens = torch.tensor(lengths, dtype=torch.float) / 4000
+    with torch.no_grad():
+        together = model(batch, torch.stack(refs), mix_lens=lens)["est_scales"]
+        for i, (mix, ref) in enumerate(zip(mixes, refs, strict=True)):
+            alone = model(mix[None], ref[None])["est_scales"][0]
+            scale = alone.abs().max()
+            assert torch.allclose(together[i, :, : len(mix)], alone, atol=1e-4 * scale), i
+
+
+@pytest.mark.parametrize(
+    "choice, condition_dim, has_classifier",
+    [("native", 8, True), ("dvector", 256, False), ("dvector_finetune", 256, True),
+     ("native+dvector", 264, True)],
+)
+def test_reference_encoder_choices(choice, condition_dim, has_classifier):
+    torch.manual_seed(0)
+    model = SpExPlus(**TINY, num_speakers=4, reference_encoder=choice, pretrained_dvector=False)
+    assert model.condition_dim == condition_dim
+    assert (model.classifier is not None) == has_classifier
+    out = model(torch.randn(2, 2400), torch.randn(2, 3200), torch.tensor([1.0, 0.5]))
+    assert out["spk_emb"].shape == (2, condition_dim)
+    assert out["est"].shape == (2, 2400)
+    loss = out["est"].pow(2).mean() + (0 if out["spk_logits"] is None else out["spk_logits"].sum())
+    loss.backward()
+    if model.dvector is not None:
+        tuned = model.dvector.lstm.weight_ih_l0.grad is not None
+        assert tuned == (choice == "dvector_finetune")
+
+
+def test_unknown_reference_encoder_is_refused():
+    with pytest.raises(ValueError, match="reference_encoder must be one of"):
+        SpExPlus(**TINY, reference_encoder="ecapa")
