@@ -14,9 +14,19 @@ Every number here is the number a user of the toolkit is graded with:
 
 The functional torchmetrics forms are used; for one utterance they return exactly what
 the module forms return from ``update`` + ``compute``. All inputs are 16 kHz ``[T]``
-waveforms. PESQ and STOI can fail on degenerate signals (no speech detected, a signal
-shorter than a quarter second): that metric is then NaN, with a logged warning, and
-:class:`MetricSummary` leaves NaNs out of the means while counting them.
+waveforms.
+
+Failed estimates count as failures
+----------------------------------
+An estimate that is all zero or has NaN/infinite samples has no defined score (an
+all-zero estimate even gets SI-SDR 0 dB from torchmetrics, better than most
+mixtures), and PESQ or STOI can be undefined for a degenerate estimate. Leaving such
+items out of a mean would make a system that fails often look better. So
+:func:`compute_metrics` scores them at the documented floors :data:`FLOORS`
+(SI-SDR -50 dB, below random noise on a second of speech; wideband PESQ 1.0, below
+its lowest value 1.04; STOI 0; SI-SDRi the SI-SDR floor minus the mixture's SI-SDR),
+with a logged warning, and :class:`MetricSummary` counts the failed items and the
+values set at a floor (``failed``, ``at_floor``).
 
 Example
 -------
@@ -27,11 +37,14 @@ Example
 >>> scores = compute_metrics(0.5 * target, target, mix, metrics=("si_sdr", "si_sdri"))
 >>> scores["si_sdr"] > 100, round(scores["si_sdri"] - scores["si_sdr"], 1)
 (True, 0.0)
+>>> failed = compute_metrics(torch.zeros(16000), target, mix, metrics=("si_sdr", "pesq"))
+>>> failed, failed.failure
+({'si_sdr': -50.0, 'pesq': 1.0}, 'all samples are zero')
 >>> summary = MetricSummary()
->>> summary.add({"si_sdr": 10.0}, utt_id="utt1")
->>> summary.add({"si_sdr": float("nan")}, utt_id="utt2")
->>> summary.mean("si_sdr"), summary.nan_count("si_sdr")
-(10.0, 1)
+>>> summary.add(scores, utt_id="utt1")
+>>> summary.add(failed, utt_id="utt2")
+>>> summary.failed_count(), summary.mean("si_sdr") == (scores["si_sdr"] - 50.0) / 2
+(1, True)
 """
 
 from __future__ import annotations
@@ -54,6 +67,41 @@ logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 METRICS = ("si_sdr", "si_sdr_zero_mean", "si_sdri", "pesq", "stoi")
 UNITS = {"si_sdr": "dB", "si_sdr_zero_mean": "dB", "si_sdri": "dB", "pesq": "", "stoi": ""}
+#: The score of a failed estimate (see "Failed estimates count as failures" above);
+#: ``si_sdri`` is ``FLOORS["si_sdr"]`` minus the mixture's SI-SDR.
+FLOORS = {"si_sdr": -50.0, "si_sdr_zero_mean": -50.0, "pesq": 1.0, "stoi": 0.0}
+
+
+class Scores(dict):
+    """``{metric: value}`` of one estimate, and how it failed.
+
+    Attributes
+    ----------
+    failure : str or None
+        Why the whole estimate failed (all zero, non-finite), or None.
+    floored : list of str
+        The metrics set at their floor (all of them for a failed estimate).
+    """
+
+    def __init__(self, values=(), failure: str | None = None, floored=()):
+        super().__init__(values)
+        self.failure = failure
+        self.floored = list(floored)
+
+
+def estimate_failure(est: torch.Tensor) -> str | None:
+    """Why an estimate cannot be scored at all (non-finite, all zero), or None.
+
+    Example
+    -------
+    >>> estimate_failure(torch.zeros(4)), estimate_failure(torch.ones(4))
+    ('all samples are zero', None)
+    """
+    if not torch.isfinite(est).all():
+        return "NaN or infinite samples"
+    if not bool(est.any()):
+        return "all samples are zero"
+    return None
 
 
 def _as_1d(wav, name: str) -> torch.Tensor:
@@ -175,9 +223,10 @@ def compute_metrics(
 
     Returns
     -------
-    dict of str to float
-        One value per requested metric; NaN where a metric is undefined (PESQ finding
-        no utterance, a non-finite estimate, ...). Never raises for such signals.
+    Scores
+        A dict with one value per requested metric; a failed estimate (all zero,
+        non-finite) or an undefined metric is scored at its floor (:data:`FLOORS`),
+        named in ``failure`` / ``floored``. Never raises for such signals.
 
     Raises
     ------
@@ -207,12 +256,17 @@ def compute_metrics(
             raise ValueError(
                 f"mix has {mix.shape[0]} samples, target {target.shape[0]}: they must match"
             )
-    if not torch.isfinite(est).all():
-        where = f" for {utt_id}" if utt_id else ""
-        logger.warning("estimate%s has NaN or infinite samples: all metrics NaN", where)
-        return {name: math.nan for name in metrics}
+    where = f" for {utt_id}" if utt_id else ""
+    failure = estimate_failure(est)
+    if failure is not None:
+        logger.warning("estimate%s failed (%s): every metric scored at its floor", where,
+                       failure)
+        floors = {name: FLOORS.get(name) for name in metrics}
+        if "si_sdri" in metrics:
+            floors["si_sdri"] = FLOORS["si_sdr"] - si_sdr(mix, target)
+        return Scores(floors, failure=failure, floored=metrics)
 
-    scores = {}
+    scores = Scores()
     for name in metrics:
         if name == "si_sdr":
             scores[name] = si_sdr(est, target)
@@ -225,11 +279,20 @@ def compute_metrics(
             scores[name] = pesq(est, target, utt_id)
         elif name == "stoi":
             scores[name] = stoi(est, target, utt_id)
+        if not math.isfinite(scores[name]):
+            floor = (FLOORS["si_sdr"] - si_sdr(mix, target)) if name == "si_sdri" \
+                else FLOORS[name]
+            logger.warning("%s undefined%s: scored at its floor %.2f", name, where, floor)
+            scores[name] = floor
+            scores.floored.append(name)
     return scores
 
 
 class MetricSummary:
-    """Per-utterance scores and their means, with NaNs left out of the means and counted.
+    """Per-utterance scores and their means; failed estimates and floored values counted.
+
+    Values at a floor (see :func:`compute_metrics`) are part of the means; a NaN added
+    by a caller is left out of the mean and counted (``nan_excluded``).
 
     Arguments
     ---------
@@ -248,12 +311,14 @@ class MetricSummary:
     >>> len(summary), summary.means()
     (3, {'si_sdr': 12.0, 'pesq': 3.0})
     >>> summary.summarize()["pesq"]
-    {'mean': 3.0, 'count': 1, 'nan_excluded': 1}
+    {'mean': 3.0, 'count': 1, 'nan_excluded': 1, 'at_floor': 0}
     """
 
     def __init__(self, metrics: Iterable[str] | None = None):
         self._metrics = list(metrics) if metrics is not None else None
         self.rows: list[dict] = []
+        self.failed: list[str] = []
+        self._floored: dict[str, int] = {}
 
     @property
     def metrics(self) -> list[str]:
@@ -270,6 +335,14 @@ class MetricSummary:
         row = {"ID": utt_id if utt_id is not None else str(len(self.rows))}
         row.update({name: float(value) for name, value in scores.items()})
         self.rows.append(row)
+        if getattr(scores, "failure", None):
+            self.failed.append(row["ID"])
+        for name in getattr(scores, "floored", ()):
+            self._floored[name] = self._floored.get(name, 0) + 1
+
+    def failed_count(self) -> int:
+        """How many estimates failed (all zero or non-finite), scored at the floors."""
+        return len(self.failed)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -292,12 +365,13 @@ class MetricSummary:
         return {name: self.mean(name) for name in self.metrics}
 
     def summarize(self) -> dict[str, dict[str, float | int]]:
-        """``{metric: {"mean", "count" (finite values), "nan_excluded"}}``."""
+        """``{metric: {"mean", "count" (finite values), "nan_excluded", "at_floor"}}``."""
         return {
             name: {
                 "mean": self.mean(name),
                 "count": len(self.values(name)),
                 "nan_excluded": self.nan_count(name),
+                "at_floor": self._floored.get(name, 0),
             }
             for name in self.metrics
         }
@@ -310,14 +384,21 @@ class MetricSummary:
         >>> summary = MetricSummary(["si_sdr"])
         >>> summary.add({"si_sdr": 10.0}, utt_id="a")
         >>> print(summary.format_table())
-        metric                       mean      n  NaN excluded
-        si_sdr (dB)                10.000      1             0
+        metric                       mean      n  at floor
+        si_sdr (dB)                10.000      1         0
         """
-        lines = [f"{'metric':<22} {'mean':>10} {'n':>6} {'NaN excluded':>13}"]
-        for name, stats in self.summarize().items():
+        stats_by_metric = self.summarize()
+        nan_column = any(stats["nan_excluded"] for stats in stats_by_metric.values())
+        header = f"{'metric':<22} {'mean':>10} {'n':>6} {'at floor':>9}"
+        lines = [header + (f" {'NaN excluded':>13}" if nan_column else "")]
+        for name, stats in stats_by_metric.items():
             label = f"{name} ({UNITS[name]})" if UNITS.get(name) else name
             lines.append(
                 f"{label:<22} {stats['mean']:>10.3f} {stats['count']:>6} "
-                f"{stats['nan_excluded']:>13}"
+                f"{stats['at_floor']:>9}"
+                + (f" {stats['nan_excluded']:>13}" if nan_column else "")
             )
+        if self.failed:
+            lines.append(f"{len(self.failed)} failed estimate(s) (all zero or non-finite), "
+                         "every metric scored at its floor")
         return "\n".join(lines)

@@ -13,6 +13,7 @@ from torchmetrics.audio import (
 
 from modules.audio import load_audio
 from modules.metrics import (
+    FLOORS,
     METRICS,
     MetricSummary,
     compute_metrics,
@@ -108,9 +109,18 @@ def test_pesq_and_stoi_match_torchmetrics_on_speech(speech):
 def test_pesq_on_silence_is_nan_with_warning(caplog):
     silence = torch.zeros(16000)
     with caplog.at_level(logging.WARNING, logger="modules.metrics"):
-        scores = compute_metrics(silence, silence, silence, metrics=("pesq",), utt_id="u7")
-    assert math.isnan(scores["pesq"])
+        value = pesq(silence, silence, utt_id="u7")
+    assert math.isnan(value)
     assert "PESQ undefined for u7" in caplog.text and "No utterances" in caplog.text
+
+
+def test_undefined_metric_of_a_real_estimate_is_scored_at_its_floor(signals, caplog):
+    target, noise = signals
+    short = slice(0, 1000)  # PESQ needs more than this: undefined
+    with caplog.at_level(logging.WARNING, logger="modules.metrics"):
+        scores = compute_metrics(target[short] + noise[short], target[short], metrics=("pesq",))
+    assert scores == {"pesq": FLOORS["pesq"]} and scores.floored == ["pesq"]
+    assert scores.failure is None and "scored at its floor" in caplog.text
 
 
 def test_too_short_signal_gives_nan_not_crash():
@@ -119,12 +129,26 @@ def test_too_short_signal_gives_nan_not_crash():
     assert math.isnan(stoi(short, short))
 
 
-def test_non_finite_estimate_gives_all_nan(signals):
-    target, _ = signals
-    est = target.clone()
-    est[10] = float("nan")
-    scores = compute_metrics(est, target, target, metrics=("si_sdr", "si_sdri", "stoi"))
-    assert all(math.isnan(value) for value in scores.values())
+@pytest.mark.parametrize("defect", ["nan", "inf", "zero"])
+def test_failed_estimate_is_scored_at_the_floors_not_left_out(signals, defect):
+    target, noise = signals
+    mix = target + noise
+    est = torch.zeros_like(target) if defect == "zero" else target.clone()
+    if defect != "zero":
+        est[10] = float(defect)
+    metrics = ("si_sdr", "si_sdr_zero_mean", "si_sdri", "pesq", "stoi")
+    scores = compute_metrics(est, target, mix, metrics=metrics)
+    assert scores.failure is not None and scores.floored == list(metrics)
+    assert scores["si_sdr"] == FLOORS["si_sdr"] and scores["pesq"] == FLOORS["pesq"]
+    assert scores["stoi"] == FLOORS["stoi"]
+    assert scores["si_sdri"] == pytest.approx(FLOORS["si_sdr"] - si_sdr(mix, target))
+    summary = MetricSummary(metrics)
+    summary.add(compute_metrics(mix, target, mix, metrics=metrics), utt_id="ok")
+    summary.add(scores, utt_id="failed")
+    # the failed item pulls every mean down instead of being left out
+    assert summary.failed == ["failed"] and summary.summarize()["pesq"]["at_floor"] == 1
+    assert summary.mean("si_sdr") < si_sdr(mix, target) and summary.values("pesq") != []
+    assert "1 failed estimate(s)" in summary.format_table()
 
 
 def test_caller_mistakes_raise(signals):
@@ -152,7 +176,8 @@ def test_metric_summary_excludes_and_counts_nan():
     summary.add({"si_sdr": 0.0, "stoi": 0.5}, utt_id="c")  # not scored on pesq; stoi unlisted
     assert len(summary) == 3
     assert summary.means() == {"si_sdr": pytest.approx(10.0), "pesq": 2.0}
-    assert summary.summarize()["pesq"] == {"mean": 2.0, "count": 1, "nan_excluded": 1}
+    assert summary.summarize()["pesq"] == {"mean": 2.0, "count": 1, "nan_excluded": 1,
+                                           "at_floor": 0}
     assert [row["ID"] for row in summary.rows] == ["a", "b", "c"]
     table = summary.format_table()
     assert "si_sdr (dB)" in table and "pesq" in table and "stoi" not in table
