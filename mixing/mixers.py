@@ -13,7 +13,10 @@ The recipe of :class:`Mixer` (one call = one example):
 3. **Noise** (optional, WHAM-like): a file drawn from ``noise_files``, looped
    or cropped to the mixture length from a random offset, scaled to
    ``lufs - snr_db`` so that the SNR (target loudness minus noise loudness)
-   is ``snr_db`` LU, drawn uniformly from ``snr_db``'s range.
+   is ``snr_db`` LU, drawn uniformly from ``snr_db``'s range. Only the part
+   ``noise_part = (lo, hi)`` of each file (fractions of its length) is used,
+   so that training and test noise can be disjoint in time: training uses
+   :data:`TRAIN_NOISE_PART` (the first 80 %), test sets :data:`TEST_NOISE_PART`.
 4. **Mixture level.** The mixture is re-normalised to ``lufs``; the target,
    interferer and noise get the same gain, so the ratios are untouched.
 5. **Peak protection.** If the mixture or any scaled source would exceed
@@ -51,17 +54,25 @@ import numpy as np
 import pyloudnorm as pyln
 import torch
 
+from mixing.activity import active_fraction
 from mixing.references import Segment, read_segment
-from modules.audio import load_audio
+from modules.audio import AudioFileError, load_audio
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
+#: Parts of each noise file (fractions of its length) for training and for test sets.
+TRAIN_NOISE_PART = (0.0, 0.8)
+TEST_NOISE_PART = (0.8, 1.0)
 _METERS: dict[int, pyln.Meter] = {}
 
 
 class LoudnessError(ValueError):
     """A signal whose loudness cannot be measured (too short, or silent)."""
+
+
+class InactiveCropError(LoudnessError):
+    """A target or reference crop with too little active speech (see ``min_active_fraction``)."""
 
 
 def loudness(wav, sample_rate: int = SAMPLE_RATE, what: str = "signal") -> float:
@@ -133,16 +144,30 @@ def _as_range(value, name: str) -> tuple[float, float] | None:
     return lo, hi
 
 
+def part_bounds(length: int, part: tuple[float, float]) -> tuple[int, int]:
+    """Sample range ``[lo, hi)`` of the fractions ``part`` of a ``length``-sample file.
+
+    Example
+    -------
+    >>> part_bounds(100, TRAIN_NOISE_PART), part_bounds(100, TEST_NOISE_PART)
+    ((0, 80), (80, 100))
+    """
+    return int(length * part[0]), int(length * part[1])
+
+
 class NoiseBank:
     """Noise files, drawn at random and looped/cropped to a requested length.
 
-    Files are read whole once per process with :func:`modules.audio.load_audio`
-    and kept in memory.
+    Files are read once per process with :func:`modules.audio.load_audio`; the
+    ``part`` of each file is kept in memory, and drawn segments loop inside it.
 
     Arguments
     ---------
     files : sequence of str or Path
         Noise files (any rate, mono).
+    part : (float, float)
+        The fractions ``[lo, hi)`` of each file's length that are used
+        (:data:`TRAIN_NOISE_PART`, :data:`TEST_NOISE_PART`, or all of it).
 
     Example
     -------
@@ -152,25 +177,41 @@ class NoiseBank:
     >>> noise, name, start = NoiseBank([path]).draw(7, np.random.default_rng(3))
     >>> start, noise * 8
     (4, array([5., 1., 2., 3., 4., 5., 1.]))
+    >>> noise, name, start = NoiseBank([path], part=(0.4, 1.0)).draw(4, np.random.default_rng(0))
+    >>> start, noise * 8  # start is the position in the file, inside the part
+    (4, array([5., 3., 4., 5.]))
     """
 
-    def __init__(self, files: Sequence):
+    def __init__(self, files: Sequence, part: tuple[float, float] = (0.0, 1.0)):
         self.files = [str(Path(f).resolve()) for f in files]
         if not self.files:
             raise ValueError("NoiseBank needs at least one noise file")
-        self._cache: dict[str, np.ndarray] = {}
+        lo, hi = (float(v) for v in part)
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ValueError(f"noise part must be fractions 0 <= lo < hi <= 1, got {part}")
+        self.part = (lo, hi)
+        self._cache: dict[str, tuple[np.ndarray, int]] = {}
 
     def __getstate__(self):
-        return {"files": self.files, "_cache": {}}
+        return {"files": self.files, "part": self.part, "_cache": {}}
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def load(self, path: str) -> np.ndarray:
-        """The whole noise file as float64 ``[T]`` (cached)."""
+    def load(self, path: str) -> tuple[np.ndarray, int]:
+        """The used part of a noise file as float64 ``[T]``, and its first sample (cached).
+
+        Raises
+        ------
+        AudioFileError
+            An unreadable file, or one whose part is empty.
+        """
         if path not in self._cache:
             wav, _, _ = load_audio(path, SAMPLE_RATE)
-            self._cache[path] = wav.numpy().astype(np.float64)
+            lo, hi = part_bounds(wav.shape[0], self.part)
+            if hi <= lo:
+                raise AudioFileError(path, f"too short: the noise part {self.part} is empty")
+            self._cache[path] = (wav.numpy()[lo:hi].astype(np.float64), lo)
         return self._cache[path]
 
     def draw(self, length: int, rng: np.random.Generator) -> tuple[np.ndarray, str, int]:
@@ -183,12 +224,12 @@ class NoiseBank:
         path : str
             The file used.
         start : int
-            Its first sample.
+            Its first sample, a position in the file (inside the part).
         """
         path = self.files[int(rng.integers(len(self.files)))]
-        data = self.load(path)
+        data, offset = self.load(path)
         start = int(rng.integers(len(data)))
-        return data[(start + np.arange(length)) % len(data)], path, start
+        return data[(start + np.arange(length)) % len(data)], path, offset + start
 
 
 @dataclass
@@ -234,6 +275,8 @@ class Mixer:
         unused without (so that noise files can be added later, see :meth:`replace`).
     noise_files : sequence of paths or None
         Noise files; ``None`` for clean two-speaker mixtures.
+    noise_part : (float, float)
+        Fractions ``[lo, hi)`` of each noise file used (see :class:`NoiseBank`).
     length_mode : {"min", "max"}
         Cut to the shorter speaker, or zero-pad to the longer one.
     max_seconds : float or None
@@ -242,6 +285,10 @@ class Mixer:
         Longest reference crop (random window); ``None``: the whole segment.
     peak_limit : float
         Largest absolute sample allowed in any output.
+    min_active_fraction : float
+        Smallest fraction of active frames (:func:`mixing.activity.active_fraction`)
+        in the target and reference crops; below it :class:`InactiveCropError`
+        is raised (online mixing then redraws). ``0`` accepts anything.
     sample_rate : int
 
     Example
@@ -260,10 +307,12 @@ class Mixer:
         ratio_db=0.0,
         snr_db=None,
         noise_files: Sequence | None = None,
+        noise_part: Sequence[float] = (0.0, 1.0),
         length_mode: str = "min",
         max_seconds: float | None = None,
         max_ref_seconds: float | None = None,
         peak_limit: float = 0.99,
+        min_active_fraction: float = 0.0,
         sample_rate: int = SAMPLE_RATE,
     ):
         if length_mode not in ("min", "max"):
@@ -275,11 +324,15 @@ class Mixer:
         self.lufs = float(lufs)
         self.ratio_range = _as_range(ratio_db, "ratio_db")
         self.snr_range = _as_range(snr_db, "snr_db")
-        self.noise = NoiseBank(noise_files) if noise_files else None
+        self.noise_part = tuple(float(v) for v in noise_part)
+        self.noise = NoiseBank(noise_files, self.noise_part) if noise_files else None
         self.length_mode = length_mode
         self.max_seconds = max_seconds
         self.max_ref_seconds = max_ref_seconds
         self.peak_limit = float(peak_limit)
+        if not 0.0 <= min_active_fraction <= 1.0:
+            raise ValueError(f"min_active_fraction must be in [0, 1], got {min_active_fraction}")
+        self.min_active_fraction = float(min_active_fraction)
         self.sample_rate = int(sample_rate)
 
     def settings(self) -> dict:
@@ -295,10 +348,12 @@ class Mixer:
             "ratio_db": list(self.ratio_range),
             "snr_db": None if self.snr_range is None else list(self.snr_range),
             "noise_files": None if self.noise is None else list(self.noise.files),
+            "noise_part": list(self.noise_part),
             "length_mode": self.length_mode,
             "max_seconds": self.max_seconds,
             "max_ref_seconds": self.max_ref_seconds,
             "peak_limit": self.peak_limit,
+            "min_active_fraction": self.min_active_fraction,
             "sample_rate": self.sample_rate,
         }
 
@@ -385,6 +440,15 @@ class Mixer:
 
         return self._mix(*[(reader(a), len(a)) for a in arrays], rng, names=("", "", ""))
 
+    def _check_activity(self, wav: np.ndarray, what: str) -> None:
+        if self.min_active_fraction <= 0:
+            return
+        fraction = active_fraction(wav, self.sample_rate)
+        if fraction < self.min_active_fraction:
+            raise InactiveCropError(
+                f"{what}: {fraction:.0%} active frames < {self.min_active_fraction:.0%}"
+            )
+
     def _mix(self, target, interferer, reference, rng, names) -> MixResult:
         read_t, n_t = target
         read_i, n_i = interferer
@@ -406,6 +470,7 @@ class Mixer:
 
         # 2. loudness-normalised, placed sources
         t_raw = read_t(t_start, t_len)
+        self._check_activity(t_raw, _name("target", names[0]))
         i_raw = read_i(i_start, i_len)
         t_gain = db_to_gain(
             self.lufs - loudness(t_raw, self.sample_rate, _name("target", names[0]))
@@ -457,6 +522,7 @@ class Mixer:
 
         # 6. reference, on its own
         ref = read_r(r_start, r_len)
+        self._check_activity(ref, _name("reference", names[2]))
         ref_gain = db_to_gain(
             self.lufs - loudness(ref, self.sample_rate, _name("reference", names[2]))
         )

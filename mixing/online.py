@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mixing.mixers import LoudnessError, Mixer, MixResult
+from mixing.mixers import InactiveCropError, LoudnessError, Mixer, MixResult
 from mixing.references import MIN_SEGMENT_SAMPLES, Segment, pick_target_and_reference
 from modules.audio import AudioFileError
 from modules.files import atomic_write_text
@@ -156,7 +156,9 @@ class OnlineMixer:
     noise_files : sequence of paths or None
         Noise files, replacing the mixer's (the mixer must have an ``snr_db``).
     max_attempts : int
-        Redraws (new attempt seed) when a crop is silent or a file is bad.
+        Draws (new attempt seed each) before giving up when a crop is silent,
+        has too little active speech (the mixer's ``min_active_fraction``) or a
+        file is bad. :meth:`mix` reports the redraws it needed.
 
     Example
     -------
@@ -174,7 +176,7 @@ class OnlineMixer:
         ref_seconds: float | None = None,
         seed: int = 0,
         noise_files=None,
-        max_attempts: int = 5,
+        max_attempts: int = 10,
     ):
         mixer = mixer or Mixer()
         changes = {"max_seconds": segment_seconds, "max_ref_seconds": ref_seconds}
@@ -201,8 +203,8 @@ class OnlineMixer:
         self.seed = int(seed)
         self.max_attempts = int(max_attempts)
 
-    def mix_result(self, index: int, epoch: int = 0) -> tuple[MixResult, str, str]:
-        """The full :class:`MixResult` with (target speaker, interferer speaker).
+    def mix_result(self, index: int, epoch: int = 0) -> tuple[MixResult, str, str, int]:
+        """The full :class:`MixResult` with (target speaker, interferer speaker, redraws).
 
         The target speaker cycles through :attr:`target_speakers` with ``index``.
         """
@@ -212,7 +214,11 @@ class OnlineMixer:
             rng = np.random.default_rng([self.seed, epoch, index, attempt])
             target, ref, interferer, i_seg = draw_sources(self.speakers, target_speaker, rng)
             try:
-                return self.mixer.mix_segments(target, i_seg, ref, rng), target_speaker, interferer
+                result = self.mixer.mix_segments(target, i_seg, ref, rng)
+                return result, target_speaker, interferer, attempt
+            except InactiveCropError as error:  # expected now and then: redraw quietly
+                logger.debug("epoch %d item %d attempt %d: %s", epoch, index, attempt, error)
+                errors.append(str(error))
             except (LoudnessError, AudioFileError) as error:
                 logger.warning("epoch %d item %d attempt %d: %s", epoch, index, attempt, error)
                 errors.append(str(error))
@@ -235,8 +241,9 @@ class OnlineMixer:
         -------
         dict
             ``mix``, ``target`` (``[L]`` float32 tensors), ``ref`` (``[R]``),
-            ``target_speaker``, ``interferer_speaker`` (str) and ``params``
-            (the drawn values, see :class:`mixing.mixers.MixResult`).
+            ``target_speaker``, ``interferer_speaker`` (str), ``redraws`` (int:
+            rejected draws before this one) and ``params`` (the drawn values,
+            see :class:`mixing.mixers.MixResult`).
 
         Example
         -------
@@ -253,12 +260,13 @@ class OnlineMixer:
         >>> bool((online.mix(0, epoch=1)["mix"] != item["mix"]).any())
         True
         """
-        result, target_speaker, interferer = self.mix_result(index, epoch)
+        result, target_speaker, interferer, redraws = self.mix_result(index, epoch)
         return {
             "mix": result.mix,
             "target": result.target,
             "ref": result.reference,
             "target_speaker": target_speaker,
             "interferer_speaker": interferer,
+            "redraws": redraws,
             "params": result.params,
         }

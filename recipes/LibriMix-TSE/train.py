@@ -38,17 +38,20 @@ class ExtractionBrain(sb.Brain):
 
     def compute_forward(self, batch, stage):
         batch = batch.to(self.device)
-        mix, _ = batch.mix
+        mix, mix_lens = batch.mix
         ref, ref_lens = batch.ref
         # {"est": [B, T], "est_scales": [B, 3, T], "spk_logits": [B, S], "spk_emb": [B, D]}
-        return self.modules.model(mix, ref, ref_lens)
+        return self.modules.model(mix, ref, ref_lens, mix_lens)
 
     def compute_objectives(self, predictions, batch, stage):
         target, lens = batch.target
         # Speaker classification only on training speakers (validation speakers are unseen).
         speaker_index = batch.speaker_index.data[:, 0] if stage == sb.Stage.TRAIN else None
         objectives = self.hparams.loss(predictions, target, lens, speaker_index)
-        if stage != sb.Stage.TRAIN:
+        if stage == sb.Stage.TRAIN:
+            # online mixing redraws crops with too little speech: count them
+            self.redraws += int(sum(getattr(batch, "redraws", [])))
+        else:
             self._score_valid_batch(predictions, batch)
         return objectives["loss"]
 
@@ -90,7 +93,14 @@ class ExtractionBrain(sb.Brain):
                     module, find_unused_parameters=self.find_unused_parameters
                 )
 
+    @property
+    def _optimizer_step_limit_exceeded(self):
+        # speechbrain ends the epoch (then validates, checkpoints and stops) when this
+        # is true: a wall-clock budget makes variants comparable at equal training time.
+        return super()._optimizer_step_limit_exceeded or self.hparams.train_budget.exhausted()
+
     def on_stage_start(self, stage, epoch=None):
+        self.redraws = 0
         if stage != sb.Stage.TRAIN:
             self.valid_summary = MetricSummary()
             self.valid_items_scored = 0
@@ -98,25 +108,36 @@ class ExtractionBrain(sb.Brain):
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         if stage == sb.Stage.TRAIN:
-            self.train_stats = {"loss": stage_loss, "nonfinite_steps": self.nonfinite_count}
+            self.train_stats = {
+                "loss": stage_loss,
+                "nonfinite_steps": self.nonfinite_count,
+                "silent_crop_redraws": self.redraws,
+            }
             return
         stats = {"loss": stage_loss, **self.valid_summary.means()}
         if stage == sb.Stage.VALID:
-            # ReduceLROnPlateau minimises, so it watches -SI-SDR.
-            old_lr, new_lr = self.hparams.lr_scheduler(
-                [self.optimizer], epoch, -stats["si_sdr"]
-            )
+            # ReduceLROnPlateau minimises, so it watches -SI-SDR. It only returns the
+            # rates: the optimiser is changed here. `lr` in the log is the rate this
+            # epoch trained with; the next epoch uses `next_lr`.
+            lr, next_lr = self.hparams.lr_scheduler([self.optimizer], epoch, -stats["si_sdr"])
+            sb.nnet.schedulers.update_learning_rate(self.optimizer, next_lr)
             self.hparams.epoch_counter.update_metric(stats["si_sdr"])
-            meta = {"epoch": epoch, "lr": old_lr}
+            meta = {
+                "epoch": epoch,
+                "lr": lr,
+                "next_lr": next_lr,
+                "train_minutes": round(self.hparams.train_budget.elapsed_minutes(), 2),
+            }
             for train_logger in (self.hparams.text_logger, self.hparams.train_logger):
                 train_logger.log_stats(meta, train_stats=self.train_stats, valid_stats=stats)
-            log_examples(
-                self.audio_examples,
-                self.hparams.samples_folder,
-                epoch,
-                self.hparams.sample_rate,
-                wandb_run=self.hparams.train_logger.run,
-            )
+            if sb.utils.distributed.if_main_process():
+                log_examples(
+                    self.audio_examples,
+                    self.hparams.samples_folder,
+                    epoch,
+                    self.hparams.sample_rate,
+                    wandb_run=self.hparams.train_logger.run,
+                )
             self.checkpointer.save_and_keep_only(
                 meta={"si_sdr": stats["si_sdr"], "epoch": epoch},
                 max_keys=["si_sdr"],
@@ -161,19 +182,22 @@ def dataio_prepare(hparams):
         # Fresh mixtures every epoch; the same (seed, epoch, index) gives the same mixture,
         # so a resumed epoch replays exactly what it would have seen.
         @sb.utils.data_pipeline.takes("index")
-        @sb.utils.data_pipeline.provides("mix", "ref", "target", "target_speaker")
+        @sb.utils.data_pipeline.provides("mix", "ref", "target", "target_speaker", "redraws")
         def online_pipeline(index):
             item = online_mixer.mix(index, epoch=epoch_counter.current)
             yield item["mix"]
             yield item["ref"]
             yield item["target"]
             yield item["target_speaker"]
+            yield item["redraws"]
 
         train_set.add_dynamic_item(online_pipeline)
+        output_keys = ["id", "mix", "ref", "target", "speaker_index", "redraws"]
     else:
         train_set = manifest_dataset(hparams["train_csv"], hparams["sample_rate"])
+        output_keys = ["id", "mix", "ref", "target", "speaker_index"]
     train_set.add_dynamic_item(speaker_pipeline)
-    train_set.set_output_keys(["id", "mix", "ref", "target", "speaker_index"])
+    train_set.set_output_keys(output_keys)
 
     valid_set = manifest_dataset(hparams["valid_csv"], hparams["sample_rate"])
     valid_set.set_output_keys(["id", "mix", "ref", "target"])

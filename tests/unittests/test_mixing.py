@@ -443,3 +443,40 @@ def test_reference_loudness_independent_of_mix():
         np.random.default_rng(0),
     )  # fmt: skip
     assert math.isclose(loudness(out.reference), -23.0, abs_tol=0.05)
+
+
+def test_mostly_silent_crops_are_refused_and_redrawn(tmp_path):
+    """A crop that is mostly silence must not become a -20 LUFS training target."""
+    import soundfile as sf
+
+    from mixing.activity import active_fraction
+    from mixing.mixers import InactiveCropError, Mixer
+    from mixing.online import OnlineMixer
+    from mixing.references import Segment
+
+    rng = np.random.default_rng(0)
+    speech = rng.standard_normal(16000) * 0.1
+    silent_start = np.concatenate([np.zeros(12000), speech[:4000]])
+    mixer = Mixer(min_active_fraction=0.5)
+    with pytest.raises(InactiveCropError, match="target.*active frames"):
+        mixer.mix_arrays(silent_start, speech, speech, np.random.default_rng(0))
+    with pytest.raises(InactiveCropError, match="reference"):
+        mixer.mix_arrays(speech, speech, silent_start, np.random.default_rng(0))
+    assert Mixer().mix_arrays(silent_start, speech, speech, np.random.default_rng(0)) is not None
+
+    # Speaker "a": two segments of speech, one that is 75 % silence.
+    path = tmp_path / "a.wav"
+    sf.write(path, np.concatenate([speech, silent_start, speech[::-1]]), 16000)
+    other = tmp_path / "b.wav"
+    sf.write(other, rng.standard_normal(32000) * 0.1, 16000)
+    speakers = {
+        "a": [Segment(str(path), start, start + 16000) for start in (0, 16000, 32000)],
+        "b": [Segment(str(other), 0, 16000), Segment(str(other), 16000, 32000)],
+    }
+    online = OnlineMixer(speakers, mixer, segment_seconds=1.0, seed=0)
+    items = [online.mix(index, epoch=0) for index in range(0, 40, 2)]  # all target "a"
+    assert all(item["target_speaker"] == "a" for item in items)
+    assert sum(item["redraws"] for item in items) > 0
+    for item in items:
+        assert active_fraction(item["target"].numpy()) >= 0.5
+        assert active_fraction(item["ref"].numpy()) >= 0.5

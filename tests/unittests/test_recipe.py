@@ -70,3 +70,55 @@ def test_nonfinite_loss_skips_the_step_and_is_counted():
         assert torch.equal(b, a)
     # Training goes on with finite weights afterwards.
     assert torch.isfinite(brain.fit_batch(batch()))
+
+
+class _NoLogger:
+    run = None
+
+    def log_stats(self, *args, **kwargs):
+        pass
+
+
+class _Means:
+    def __init__(self, si_sdr):
+        self.si_sdr = si_sdr
+
+    def means(self):
+        return {"si_sdr": self.si_sdr}
+
+
+def test_stalled_validations_halve_the_optimiser_rate(tmp_path):
+    """ReduceLROnPlateau only returns rates: the recipe must apply them and log the rate used."""
+    import speechbrain as sb
+    from speechbrain.utils.checkpoints import Checkpointer
+    from speechbrain.utils.epoch_loop import EpochCounterWithStopper
+    from speechbrain.utils.train_logger import FileTrainLogger
+
+    from modules.training import TrainBudget
+
+    brain = tiny_brain()
+    patience = 2
+    log = tmp_path / "train_log.txt"
+    brain.hparams.lr_scheduler = sb.nnet.schedulers.ReduceLROnPlateau(
+        lr_min=1e-5, factor=0.5, patience=patience, dont_halve_until_epoch=1
+    )
+    brain.hparams.epoch_counter = EpochCounterWithStopper(20, 20, 1, "max")
+    brain.hparams.text_logger = FileTrainLogger(str(log))
+    brain.hparams.train_logger = _NoLogger()
+    brain.hparams.train_budget = TrainBudget(None)
+    brain.hparams.samples_folder = str(tmp_path / "samples")
+    brain.hparams.sample_rate = 16000
+    brain.hparams.keep_checkpoints = 1
+    brain.checkpointer = Checkpointer(tmp_path / "save", {"model": brain.modules.model})
+    brain.train_stats = {"loss": 0.0}
+    brain.audio_examples = {}
+    rates = []
+    # Valid SI-SDR improves twice, then stalls: `patience` stalled validations are
+    # tolerated and the next one halves the rate.
+    for epoch, si_sdr in enumerate([1.0, 2.0] + [1.5] * (patience + 1), start=1):
+        brain.valid_summary = _Means(si_sdr)
+        brain.on_stage_end(sb.Stage.VALID, 0.0, epoch)
+        rates.append(brain.optimizer.param_groups[0]["lr"])
+    assert rates == [1e-2] * (2 + patience) + [5e-3]
+    lines = log.read_text().splitlines()
+    assert "lr: 1.00e-02" in lines[-1] and "next_lr: 5.00e-03" in lines[-1], lines[-1]
