@@ -10,10 +10,12 @@ partial is embedded, and the mean of the partial embeddings is L2-normalised.
 
 Only the weights file ``resemblyzer/pretrained.pt`` is used; the package itself
 is never imported (it pulls in ``webrtcvad`` and ``librosa``), so install it with
-``pip install --no-deps resemblyzer==0.1.4``. The mel front end is computed with
-torchaudio with librosa's conventions (Slaney mel scale and norm, centred
-frames, zero padding); ``tests/unittests/test_dvector.py`` checks the embedding
-against the package's own ``VoiceEncoder`` where librosa is installed.
+``pip install --no-deps resemblyzer==0.1.4``. The mel front end follows
+librosa's conventions (Slaney mel scale and norm, centred frames, zero padding)
+with torchaudio's filterbank and the convolutional STFT of :mod:`modules.stft`;
+``tests/unittests/test_dvector.py`` checks the embedding against the package's
+own ``VoiceEncoder`` where librosa is installed. Every size inside is tensor
+arithmetic, so traced (TorchScript) and ONNX graphs hold for any reference length.
 
 Differences from ``VoiceEncoder.embed_utterance``: the input is not trimmed of
 long silences (that needs webrtcvad); batches of references of different
@@ -39,6 +41,8 @@ from pathlib import Path
 import torch
 import torchaudio
 from torch import nn
+
+from modules.stft import STFT
 
 #: How to install the wheel that carries the weights.
 INSTALL_HINT = "pip install --no-deps resemblyzer==0.1.4"
@@ -126,18 +130,15 @@ class DVectorEncoder(nn.Module):
         self.min_coverage = float(min_coverage)
         self.target_dbfs = float(target_dbfs)
         self.trainable = bool(trainable)
-        # librosa.feature.melspectrogram(sr=16000, n_fft=400, hop_length=160, n_mels=40)
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=sample_rate,
-            n_fft=sample_rate * 25 // 1000,
-            hop_length=self.hop,
-            n_mels=40,
-            power=2.0,
-            center=True,
-            pad_mode="constant",
-            norm="slaney",
-            mel_scale="slaney",
+        # librosa.feature.melspectrogram(sr=16000, n_fft=400, hop_length=160, n_mels=40):
+        # power spectrum of centred, zero-padded frames through a Slaney mel filterbank.
+        # The STFT is a convolution (modules.stft), so traced and ONNX graphs export it.
+        n_fft = sample_rate * 25 // 1000
+        self.stft = STFT(n_fft=n_fft, win_length=n_fft, hop_length=self.hop)
+        fbank = torchaudio.functional.melscale_fbanks(
+            n_fft // 2 + 1, 0.0, sample_rate / 2, 40, sample_rate, norm="slaney", mel_scale="slaney"
         )
+        self.register_buffer("mel_fbank", fbank.T.contiguous(), persistent=False)  # [40, F]
         self.lstm = nn.LSTM(40, 256, num_layers=3, batch_first=True)
         self.linear = nn.Linear(256, self.embedding_dim)
         if pretrained:
@@ -212,22 +213,30 @@ class DVectorEncoder(nn.Module):
         wav = wav * torch.pow(10.0, gain_db / 20).unsqueeze(1)
 
         counts = self.num_partials(abs_lens)  # [B]
-        max_count = int(counts.max())
-        # Zero-pad so that the last partial of the longest item has all its frames.
-        needed = ((max_count - 1) * self.partial_step + self.partial_frames) * self.hop
-        wav = nn.functional.pad(wav, (0, max(0, needed - num_samples)))
-        # [B, T] -> [B, 40, F] -> [B, F, 40]
-        mel = self.mel(wav).transpose(1, 2)
-        # [B, F, 40] -> [B, P, 40, partial_frames] -> [B, P, partial_frames, 40]
-        partials = mel.unfold(1, self.partial_frames, self.partial_step)[:, :max_count]
-        partials = partials.transpose(2, 3).reshape(-1, self.partial_frames, 40)
+        # Zero-pad so that every item's last partial has all its frames: to at least one
+        # partial, plus one partial step. Sizes stay tensor arithmetic, never a Python
+        # int of the data, so a traced graph is valid for references of any length.
+        missing = self.partial_frames * self.hop - num_samples
+        extra = (missing + abs(missing)) // 2 + (self.partial_step + 1) * self.hop
+        wav = nn.functional.pad(wav, (0, extra))
+        # [B, T] -> [B, F, N] -> [B, 40, N] -> [B, N, 40]
+        real, imag = self.stft(wav)
+        mel = torch.matmul(self.mel_fbank, real.pow(2) + imag.pow(2)).transpose(1, 2)
+        # [B, N, 40] -> [B, P, partial_frames, 40] -> [B * P, partial_frames, 40]
+        # (P >= every item's count; the partials past an item's count are masked below;
+        # indexing rather than Tensor.unfold, which ONNX cannot export at dynamic sizes)
+        num_partials = (mel.shape[1] - self.partial_frames) // self.partial_step + 1
+        starts = torch.arange(num_partials, device=wav.device) * self.partial_step
+        frames = starts.unsqueeze(1) + torch.arange(self.partial_frames, device=wav.device)
+        partials = mel[:, frames].reshape(-1, self.partial_frames, 40)
         # [B * P, frames, 40] -> [B * P, 256]
         _, (hidden, _) = self.lstm(partials)
         partial_emb = torch.relu(self.linear(hidden[-1]))
         partial_emb = partial_emb / partial_emb.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         # [B * P, 256] -> [B, P, 256]; mean over each item's partials
-        partial_emb = partial_emb.view(batch, max_count, -1)
-        keep = torch.arange(max_count, device=wav.device).unsqueeze(0) < counts.unsqueeze(1)
+        partial_emb = partial_emb.view(batch, -1, self.embedding_dim)
+        keep = torch.arange(partial_emb.shape[1], device=wav.device).unsqueeze(0)
+        keep = keep < counts.unsqueeze(1)
         emb = (partial_emb * keep.unsqueeze(-1)).sum(dim=1) / counts.unsqueeze(1)
         return emb / emb.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 

@@ -90,3 +90,17 @@ def test_matches_resemblyzer_voice_encoder(ci_tiny):
         expected = reference.embed_utterance(normalize_volume(wav, -30, increase_only=True))
         ours = encoder(torch.from_numpy(wav)[None])[0].numpy()
         assert np.abs(expected - ours).max() < 1e-4, path
+
+
+def test_traced_encoder_holds_for_other_reference_lengths():
+    """Partial counts are tensors, not Python ints baked into a trace at the traced length."""
+    import warnings
+
+    torch.manual_seed(0)
+    encoder = DVectorEncoder(pretrained=False).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(encoder, (torch.randn(1, 30000) * 0.1,), check_trace=False)
+    for length in (400, 30000, 90000):  # 1, 1 and 5 partials
+        wav = torch.randn(1, length) * 0.1
+        assert torch.allclose(traced(wav), encoder(wav), atol=1e-6), length
