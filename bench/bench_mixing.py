@@ -25,16 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from mixing.corpus import scan_corpora
+from mixing.make_mixtures import find_noise_files
+from mixing.make_mixtures import main as make_mixtures
+from mixing.mixers import Mixer
+from mixing.online import OnlineMixer
+from mixing.references import build_speaker_segments
 
-from mixing.corpus import scan_corpora  # noqa: E402
-from mixing.make_mixtures import find_noise_files  # noqa: E402
-from mixing.make_mixtures import main as make_mixtures  # noqa: E402
-from mixing.mixers import Mixer  # noqa: E402
-from mixing.online import OnlineMixer  # noqa: E402
-from mixing.references import build_speaker_segments  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_DATA = Path(os.environ.get("TSE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
