@@ -11,7 +11,11 @@ Speaker ids are namespaced by the corpus name (``librispeech:103``) so that
 speakers of different corpora never collide. The corpus name is the root
 folder's name, or given explicitly with the ``NAME=DIR`` syntax of
 :func:`parse_corpus_spec`. Durations come from the file headers
-(``soundfile.info``), so scanning does not decode audio.
+(``soundfile.info``); with ``check=True`` every file is also decoded in full
+and refused when it cannot be used (:func:`audio_problem`: undecodable or cut
+short after a valid header, empty, non-finite, silent), so a bad corpus is
+found when it is scanned, not part way through training. Decoding is fast
+(about 3,000x real time for FLAC on one core).
 
 Example
 -------
@@ -32,17 +36,34 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
+
+from modules.cli import BadInput
 
 logger = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".flac", ".wav")
 SAMPLE_RATE = 16000
+#: A file whose loudest 20 ms frame is below this level holds no speech. The quietest
+#: real recording in ../shared/data peaks at -50 dBFS (a Common Voice clip).
+SILENCE_DBFS = -60.0
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-class CorpusError(ValueError):
+class CorpusError(BadInput):
     """A corpus folder that cannot be used (missing, empty, unreadable, bad name)."""
+
+
+@dataclass(frozen=True)
+class BadFile:
+    """An audio file of a corpus that cannot be used, and why."""
+
+    path: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
 
 
 @dataclass(frozen=True)
@@ -159,7 +180,61 @@ def _describe(path: Path) -> Utterance:
     return Utterance(str(path.resolve()), int(num_samples), int(info.samplerate))
 
 
-def scan_corpus(root, name: str | None = None, layout: str = "auto") -> dict[str, list[Utterance]]:
+def audio_problem(path, frames: int | None = None, frame_seconds: float = 0.02) -> str | None:
+    """Decode a whole file; why it cannot be used as speech, or ``None``.
+
+    Arguments
+    ---------
+    path : str or Path
+        The audio file.
+    frames : int, optional
+        The length its header announces; fewer decoded samples mean a cut file.
+    frame_seconds : float
+        Frame length of the silence test.
+
+    Returns
+    -------
+    str or None
+        ``cannot be decoded (...)``, ``decodes to N of M samples``, ``empty``,
+        ``NaN or infinite samples`` or ``silent (...)`` (loudest frame below
+        :data:`SILENCE_DBFS`).
+
+    Example
+    -------
+    >>> import tempfile, numpy as np, soundfile as sf
+    >>> path = Path(tempfile.mkdtemp()) / "quiet.wav"
+    >>> sf.write(path, np.full(16000, 1e-4), 16000)
+    >>> audio_problem(path)
+    'silent (loudest 20 ms at -80.8 dBFS < -60.0 dBFS)'
+    """
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as error:  # soundfile raises several types for bad files
+        return f"cannot be decoded ({str(error).strip() or type(error).__name__})"
+    if frames is not None and data.shape[0] < frames:
+        return f"decodes to {data.shape[0]} of the {frames} samples its header announces (cut?)"
+    if data.shape[0] == 0:
+        return "empty (0 samples)"
+    wav = data.mean(axis=1, dtype=np.float64)
+    if not np.isfinite(wav).all():
+        return "NaN or infinite samples"
+    frame = max(1, int(round(frame_seconds * rate)))
+    count = max(1, len(wav) // frame)
+    power = np.mean(np.resize(wav, count * frame).reshape(count, -1) ** 2, axis=1)
+    loudest = 10 * np.log10(float(power.max()) + 1e-20)
+    if loudest < SILENCE_DBFS:
+        return (f"silent (loudest {frame_seconds * 1000:.0f} ms at {loudest:.1f} dBFS < "
+                f"{SILENCE_DBFS} dBFS)")
+    return None
+
+
+def scan_corpus(
+    root,
+    name: str | None = None,
+    layout: str = "auto",
+    check: bool = False,
+    bad_files: list[BadFile] | None = None,
+) -> dict[str, list[Utterance]]:
     """Map each speaker of one corpus to its utterances.
 
     Arguments
@@ -170,17 +245,23 @@ def scan_corpus(root, name: str | None = None, layout: str = "auto") -> dict[str
         Corpus name used as speaker-id prefix; default: the folder's name.
     layout : {"auto", "generic", "librispeech"}
         Folder layout; ``"auto"`` uses :func:`detect_layout`.
+    check : bool
+        Decode every file and leave out those :func:`audio_problem` refuses.
+    bad_files : list, optional
+        Receives a :class:`BadFile` for each file left out. Without it, any bad
+        file raises :class:`CorpusError` (listing all of them).
 
     Returns
     -------
     dict
         ``"<name>:<speaker>" -> [Utterance, ...]`` sorted by speaker id, and
-        each list sorted by path. Speakers without audio are left out.
+        each list sorted by path. Speakers without (usable) audio are left out.
 
     Raises
     ------
     CorpusError
-        The folder is missing or holds no audio at all.
+        The folder is missing or holds no (usable) audio at all; bad files
+        when ``bad_files`` is not given.
 
     Example
     -------
@@ -202,11 +283,27 @@ def scan_corpus(root, name: str | None = None, layout: str = "auto") -> dict[str
     if layout not in ("generic", "librispeech"):
         raise ValueError(f"unknown layout {layout!r}")
     corpus = {}
+    found: list[BadFile] = []
     for spk_dir in _speaker_dirs(root):
         files = spk_dir.rglob("*") if layout == "librispeech" else spk_dir.iterdir()
-        paths = sorted(p for p in files if is_audio_file(p))
-        if paths:
-            corpus[f"{name}:{spk_dir.name}"] = [_describe(p) for p in paths]
+        utterances = [_describe(p) for p in sorted(p for p in files if is_audio_file(p))]
+        if check:
+            problems = {
+                u.path: audio_problem(u.path, u.num_samples * u.file_rate // SAMPLE_RATE)
+                for u in utterances
+            }
+            found += [BadFile(path, problem) for path, problem in problems.items() if problem]
+            utterances = [u for u in utterances if not problems[u.path]]
+        if utterances:
+            corpus[f"{name}:{spk_dir.name}"] = utterances
+    if found and bad_files is None:
+        listing = "".join(f"\n  {bad}" for bad in found)
+        raise CorpusError(f"{root}: {len(found)} unusable audio file(s):{listing}")
+    if bad_files is not None:
+        bad_files.extend(found)
+    if not corpus and found:
+        raise CorpusError(f"corpus folder {root}: none of its {len(found)} audio files is usable "
+                          f"(first: {found[0]})")
     if not corpus:
         raise CorpusError(
             f"corpus folder {root} holds no speaker folders with .flac/.wav files "
@@ -217,13 +314,18 @@ def scan_corpus(root, name: str | None = None, layout: str = "auto") -> dict[str
     return corpus
 
 
-def scan_corpora(specs) -> dict[str, list[Utterance]]:
+def scan_corpora(
+    specs, check: bool = False, bad_files: list[BadFile] | None = None
+) -> dict[str, list[Utterance]]:
     """Scan several corpora (``DIR`` or ``NAME=DIR`` specs) into one speaker map.
+
+    ``check`` and ``bad_files`` are those of :func:`scan_corpus`.
 
     Raises
     ------
     CorpusError
-        A folder is missing/empty, or two corpora share a name.
+        A folder is missing/empty, two corpora share a name, or (``check`` without
+        ``bad_files``) a file is unusable.
 
     Example
     -------
@@ -242,7 +344,7 @@ def scan_corpora(specs) -> dict[str, list[Utterance]]:
         if name in names:
             raise CorpusError(f"two corpora are named {name!r}: give one a name with NAME=DIR")
         names.add(name)
-        merged.update(scan_corpus(root, name=name))
+        merged.update(scan_corpus(root, name=name, check=check, bad_files=bad_files))
     return dict(sorted(merged.items()))
 
 
