@@ -19,6 +19,20 @@ Writes, for each split with mixtures::
     OUT/<split>.csv                   manifest (SpeechBrain CSV: ID first, absolute paths)
     OUT/mixing_params.yaml            every parameter, the command line, counts
 
+Noise (``--noise_dir``, WHAM-like) is disjoint in time between training and
+evaluation: the train split uses the first ``--noise_train_fraction`` (0.8) of
+every noise file, the valid, test and test_absent splits the rest (the training
+recipe's ``noise_folder`` uses the same first part, see ``mixing.mixers``). Every
+noise file is read first; an unreadable, silent or too short one (a used part
+under ``--min_noise_seconds``) is skipped with a warning and counted in
+``mixing_params.yaml``. The summary gives, per split, how many speakers the
+mixtures use and how many seconds of noise they cover.
+
+``--num_test_absent N`` also writes ``OUT/test_absent/{mix,refs}`` and
+``OUT/test_absent.csv``: mixtures of two test speakers with the reference of a
+third, so the reference speaker is *absent* (no targets/; score them with
+``evaluate.py ... --absent``).
+
 Valid and test speakers are drawn (seeded) from the corpora named by
 ``--heldout_from`` (default: all); every other speaker is a training speaker,
 so the three splits are speaker-disjoint. Interferers come from the same split
@@ -54,16 +68,17 @@ import yaml
 from tqdm import tqdm
 
 from mixing.corpus import AUDIO_SUFFIXES, CorpusError, corpus_of, scan_corpora
-from mixing.mixers import LoudnessError, Mixer
+from mixing.mixers import LoudnessError, Mixer, loudness, part_bounds
 from mixing.online import draw_sources, save_speakers_json
 from mixing.references import build_speaker_segments
-from modules.audio import AudioFileError, save_audio
+from modules.audio import AudioFileError, load_audio, save_audio
 from modules.files import atomic_write_text
 
 logger = logging.getLogger("mixing.make_mixtures")
 
 SPLITS = ("train", "valid", "test")
-SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
+ABSENT_SPLIT = "test_absent"
+SPLIT_CODES = {"train": 0, "valid": 1, "test": 2, ABSENT_SPLIT: 3}
 SUBDIRS = {
     "mix_wav": ("mix", "mixed"),
     "ref_wav": ("refs", "ref"),
@@ -77,6 +92,11 @@ COLUMNS = [
     "interferer_offset", "ref_file", "ref_start", "ref_stop", "ref_duration", "noise_file",
     "noise_start", "target_gain_db", "interferer_gain_db", "noise_gain_db", "ref_gain_db",
     "mix_gain_db", "peak_gain_db", "mix_lufs", "attempt",
+]  # fmt: skip
+ABSENT_COLUMNS = [
+    "ID", "duration", "mix_wav", "ref_wav", "ref_speaker", "mix_speakers", "ratio_db",
+    "noise_snr_db", "mix_files", "ref_file", "ref_start", "ref_stop", "ref_duration",
+    "noise_file", "noise_start", "mix_lufs", "attempt",
 ]  # fmt: skip
 
 
@@ -215,6 +235,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("LO", "HI"),
         help="target-to-noise ratio range (with --noise_dir)",
     )
+    parser.add_argument(
+        "--noise_train_fraction",
+        type=_fraction,
+        default=0.8,
+        help="the train split uses this first fraction of every noise file, the other "
+        "splits the rest (1: every split uses whole files)",
+    )
+    parser.add_argument(
+        "--min_noise_seconds",
+        type=float,
+        default=1.0,
+        help="skip (and count) noise files whose used part is shorter",
+    )
+    parser.add_argument(
+        f"--num_{ABSENT_SPLIT}",
+        type=_non_negative,
+        default=0,
+        help="target-absent test mixtures (two test speakers, a third one's reference)",
+    )
     parser.add_argument("--length_mode", choices=("min", "max"), default="min")
     parser.add_argument("--lufs", type=float, default=-20.0, help="mixture/reference loudness")
     parser.add_argument("--min_target_seconds", type=float, default=2.0)
@@ -243,6 +282,13 @@ def _non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text}")
     return value
 
 
@@ -280,19 +326,101 @@ def find_noise_files(noise_dir: Path) -> list[str]:
     return files
 
 
+def noise_parts(train_fraction: float) -> dict[str, tuple[float, float]]:
+    """The part of every noise file each split uses.
+
+    Example
+    -------
+    >>> noise_parts(0.8)["train"], noise_parts(0.8)["test"], noise_parts(1.0)["test"]
+    ((0.0, 0.8), (0.8, 1.0), (0.0, 1.0))
+    """
+    if train_fraction >= 1.0:
+        return {split: (0.0, 1.0) for split in SPLIT_CODES}
+    return {split: (0.0, train_fraction) if split == "train" else (train_fraction, 1.0)
+            for split in SPLIT_CODES}
+
+
+def check_noise_files(
+    files: list[str], parts: list[tuple[float, float]], min_seconds: float
+) -> tuple[dict[str, int], list[str]]:
+    """Read every noise file; keep those whose used parts are long enough and not silent.
+
+    Returns
+    -------
+    usable : dict
+        ``{path: length in samples}`` of the files kept.
+    skipped : list of str
+        ``"path: reason"`` for each file left out.
+
+    Raises
+    ------
+    UsageError
+        No usable file at all.
+    """
+    usable, skipped = {}, []
+    for path in files:
+        try:
+            wav, _, _ = load_audio(path, 16000)
+            for part in parts:
+                lo, hi = part_bounds(wav.shape[0], part)
+                if hi - lo < min_seconds * 16000:
+                    raise LoudnessError(
+                        f"part {part[0]:g}-{part[1]:g} is {(hi - lo) / 16000:.2f} s long, "
+                        f"under --min_noise_seconds {min_seconds:g}"
+                    )
+                loudness(wav.numpy()[lo:hi].astype(np.float64), 16000, f"part {part}")
+        except (AudioFileError, LoudnessError) as error:
+            reason = str(error).removeprefix(f"{path}: ")
+            logger.warning("skipping noise file %s: %s", path, reason)
+            skipped.append(f"{path}: {reason}")
+            continue
+        usable[path] = wav.shape[0]
+    if not usable:
+        raise UsageError(
+            f"no usable noise file ({len(skipped)} skipped): " + "; ".join(skipped)
+        )
+    return usable, skipped
+
+
+def noise_coverage_seconds(rows: list[dict], lengths: dict[str, int],
+                           part: tuple[float, float]) -> float:
+    """Seconds of distinct noise (10 ms resolution) the mixtures of one split use.
+
+    Example
+    -------
+    >>> rows = [{"noise_file": "n", "noise_start": "0", "duration": "1.0"},
+    ...         {"noise_file": "n", "noise_start": "8000", "duration": "1.0"}]
+    >>> noise_coverage_seconds(rows, {"n": 160000}, (0.0, 1.0))
+    1.5
+    """
+    used: dict[str, np.ndarray] = {}
+    for row in rows:
+        path = row.get("noise_file")
+        if not path or path not in lengths:
+            continue
+        lo, hi = part_bounds(lengths[path], part)
+        frames = (hi - lo) // 160
+        mask = used.setdefault(path, np.zeros(max(frames, 1), dtype=bool))
+        first = (int(row["noise_start"]) - lo) // 160
+        count = min(int(round(float(row["duration"]) * 100)), len(mask))
+        mask[(first + np.arange(count)) % len(mask)] = True
+    return round(sum(int(mask.sum()) for mask in used.values()) / 100, 2)
+
+
 def prepare_output(out: Path, overwrite: bool) -> None:
     """Refuse (or, with ``overwrite``, clear) the wavs and manifests of an earlier run.
 
     Only ``OUT/mixing_params.yaml``, ``OUT/<split>.csv`` and the ``*.wav`` files inside
     ``OUT/<split>/{mix,refs,targets}`` are removed.
     """
+    splits = (*SPLITS, ABSENT_SPLIT)
     old_wavs = [
         p
-        for split in SPLITS
+        for split in splits
         for sub, _ in SUBDIRS.values()
         for p in (out / split / sub).glob("*.wav")
     ]
-    old_csvs = [out / f"{split}.csv" for split in SPLITS if (out / f"{split}.csv").exists()]
+    old_csvs = [out / f"{split}.csv" for split in splits if (out / f"{split}.csv").exists()]
     old_params = [p for p in [out / "mixing_params.yaml"] if p.exists()]
     if (old_wavs or old_csvs) and not overwrite:
         raise UsageError(
@@ -323,6 +451,8 @@ def make_item(task: tuple[str, int]) -> dict:
     Uses the state installed by the worker initialiser (speakers, mixer, seed, out).
     """
     split, index = task
+    if split == ABSENT_SPLIT:
+        return make_absent_item(index)
     state = _STATE
     speakers = state["speakers"][split]
     order = state["order"][split]
@@ -334,7 +464,7 @@ def make_item(task: tuple[str, int]) -> dict:
             speakers, target_speaker, rng, state["min_target"], state["min_ref"]
         )
         try:
-            result = state["mixer"].mix_segments(target, i_seg, ref, rng)
+            result = state["mixers"][split].mix_segments(target, i_seg, ref, rng)
             break
         except (LoudnessError, AudioFileError) as error:
             logger.warning("%s item %d attempt %d: %s", split, index, attempt, error)
@@ -361,6 +491,52 @@ def make_item(task: tuple[str, int]) -> dict:
     return {c: _format(row[c]) for c in COLUMNS}
 
 
+def make_absent_item(index: int) -> dict:
+    """Target-absent item ``index``: two test speakers mixed, a third one's reference."""
+    state, split = _STATE, ABSENT_SPLIT
+    speakers = state["speakers"][split]
+    order = state["order"][split]
+    absent = order[index % len(order)]
+    errors = []
+    for attempt in range(MAX_ATTEMPTS):
+        rng = np.random.default_rng([state["seed"], SPLIT_CODES[split], index, attempt])
+        _, ref, first, first_seg = draw_sources(
+            speakers, absent, rng, state["min_target"], state["min_ref"]
+        )
+        others = [s for s in speakers if s not in (absent, first)]
+        second = others[int(rng.integers(len(others)))]
+        candidates = [s for s in speakers[second] if s.num_samples >= state["min_target"]]
+        candidates = candidates or speakers[second]
+        second_seg = candidates[int(rng.integers(len(candidates)))]
+        try:
+            result = state["mixers"][split].mix_segments(first_seg, second_seg, ref, rng)
+            break
+        except (LoudnessError, AudioFileError) as error:
+            logger.warning("%s item %d attempt %d: %s", split, index, attempt, error)
+            errors.append(str(error))
+    else:
+        raise RuntimeError(
+            f"{split} item {index}: no usable mixture in {MAX_ATTEMPTS} attempts: {errors}"
+        )
+    item_id = (f"{index:0{state['width'][split]}d}_{safe_name(absent)}_absent_"
+               f"{safe_name(first)}_{safe_name(second)}")
+    p = result.params
+    row = {
+        "ID": item_id, "duration": p["length"] / 16000, "ref_speaker": absent,
+        "mix_speakers": f"{first}+{second}", "mix_files": f"{first_seg.path}+{second_seg.path}",
+        "ref_duration": (p["ref_stop"] - p["ref_start"]) / 16000, "attempt": attempt,
+    }
+    for column, signal in (("mix_wav", result.mix), ("ref_wav", result.reference)):
+        sub, suffix = SUBDIRS[column]
+        path = state["out"] / split / sub / f"{item_id}-{suffix}.wav"
+        save_audio(path, signal, 16000)
+        row[column] = str(path)
+    for column in ABSENT_COLUMNS:
+        if column not in row:
+            row[column] = p[column]
+    return {c: _format(row[c]) for c in ABSENT_COLUMNS}
+
+
 def _run_split(split: str, count: int, state: dict, workers: int) -> list[dict]:
     tasks = [(split, i) for i in range(count)]
     bar = dict(total=count, desc=f"{split} mixtures", unit="mix", mininterval=1.0)
@@ -371,7 +547,7 @@ def _run_split(split: str, count: int, state: dict, workers: int) -> list[dict]:
         return list(tqdm(pool.imap(make_item, tasks, chunksize=2), **bar))
 
 
-def write_manifest(path: Path, rows: list[dict]) -> None:
+def write_manifest(path: Path, rows: list[dict], columns: list[str] = COLUMNS) -> None:
     """Write a manifest CSV atomically (columns :data:`COLUMNS`, ``ID`` first).
 
     Example
@@ -383,7 +559,7 @@ def write_manifest(path: Path, rows: list[dict]) -> None:
     ['ID', 'duration', 'mix_wav']
     """
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())
@@ -391,7 +567,7 @@ def write_manifest(path: Path, rows: list[dict]) -> None:
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     """Do the work of :func:`main` on parsed arguments; raise UsageError on bad inputs."""
-    counts = {split: getattr(args, f"num_{split}") for split in SPLITS}
+    counts = {split: getattr(args, f"num_{split}") for split in (*SPLITS, ABSENT_SPLIT)}
     if not any(counts.values()):
         raise UsageError("nothing to do: give --num_train, --num_valid and/or --num_test")
     corpus = scan_corpora(args.corpus)
@@ -400,7 +576,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         unknown = sorted(set(args.heldout_from) - set(names))
         if unknown:
             raise UsageError(f"--heldout_from {unknown}: corpora are named {names}")
-    noise_files = find_noise_files(args.noise_dir) if args.noise_dir else None
+    parts = noise_parts(args.noise_train_fraction)
+    noise_lengths, noise_skipped = {}, []
+    if args.noise_dir:
+        needed = sorted({parts[split] for split, count in counts.items() if count})
+        noise_lengths, noise_skipped = check_noise_files(
+            find_noise_files(args.noise_dir), needed, args.min_noise_seconds
+        )
+    noise_files = list(noise_lengths) or None
     try:
         mixer = Mixer(
             lufs=args.lufs,
@@ -423,10 +606,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         args.num_test_speakers,
         args.heldout_from,
     )
-    for split in SPLITS:
-        if counts[split] and len(split_speakers[split]) < 2:
+    split_speakers[ABSENT_SPLIT] = split_speakers["test"]
+    for split in (*SPLITS, ABSENT_SPLIT):
+        need = 3 if split == ABSENT_SPLIT else 2
+        if counts[split] and len(split_speakers[split]) < need:
             raise UsageError(
-                f"not enough speakers: {counts[split]} {split} mixtures need >= 2 {split} "
+                f"not enough speakers: {counts[split]} {split} mixtures need >= {need} {split} "
                 f"speakers, have {len(split_speakers[split])} ({len(segments)} usable of "
                 f"{len(corpus)} found; see --num_{split}_speakers, --min_target_seconds, "
                 "--min_ref_seconds)"
@@ -436,11 +621,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 
     state = {
         "seed": args.seed,
-        "mixer": mixer,
+        "mixers": {s: mixer.replace(noise_part=parts[s]) for s in SPLIT_CODES},
         "min_target": int(round(args.min_target_seconds * 16000)),
         "min_ref": int(round(args.min_ref_seconds * 16000)),
         "out": out,
-        "speakers": {s: {k: segments[k] for k in split_speakers[s]} for s in SPLITS},
+        "speakers": {s: {k: segments[k] for k in split_speakers[s]} for s in SPLIT_CODES},
         "order": {
             s: [
                 split_speakers[s][k]
@@ -448,35 +633,53 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                     len(split_speakers[s])
                 )
             ]
-            for s in SPLITS
+            for s in SPLIT_CODES
         },
-        "width": {s: max(5, len(str(max(counts[s] - 1, 0)))) for s in SPLITS},
+        "width": {s: max(5, len(str(max(counts[s] - 1, 0)))) for s in SPLIT_CODES},
     }
     summary = {}
-    for split in SPLITS:
-        if split_speakers[split]:
+    for split in (*SPLITS, ABSENT_SPLIT):
+        if split_speakers[split] and split != ABSENT_SPLIT:
             save_speakers_json(out / split / "speakers.json", state["speakers"][split])
         if not counts[split]:
             continue
-        for sub, _ in SUBDIRS.values():
-            (out / split / sub).mkdir(parents=True, exist_ok=True)
+        absent = split == ABSENT_SPLIT
+        for column, (sub, _) in SUBDIRS.items():
+            if not (absent and column == "target_wav"):
+                (out / split / sub).mkdir(parents=True, exist_ok=True)
         rows = _run_split(split, counts[split], state, args.workers)
         ids = [row["ID"] for row in rows]
         if len(set(ids)) != len(ids):
             raise RuntimeError(f"duplicate IDs in {split}")
-        write_manifest(out / f"{split}.csv", rows)
+        write_manifest(out / f"{split}.csv", rows, ABSENT_COLUMNS if absent else COLUMNS)
+        used = {r["ref_speaker"] for r in rows} if absent else {r["target_speaker"] for r in rows}
+        talkers = ({s for r in rows for s in r["mix_speakers"].split("+")} if absent
+                   else {r["interferer_speaker"] for r in rows})
         summary[split] = {
             "mixtures": len(rows),
             "speakers": len(split_speakers[split]),
+            "speakers_used": len(used | talkers),
             "hours": round(sum(float(r["duration"]) for r in rows) / 3600, 4),
-            "peak_protected": sum(float(r["peak_gain_db"]) < 0 for r in rows),
+            "peak_protected": 0 if absent else sum(float(r["peak_gain_db"]) < 0 for r in rows),
             "redrawn": sum(int(r["attempt"]) > 0 for r in rows),
         }
+        if noise_files:
+            lo, hi = parts[split]
+            summary[split].update(
+                noise_part=[lo, hi],
+                noise_files_used=len({r["noise_file"] for r in rows}),
+                noise_seconds_available=round(sum(
+                    (b - a) / 16000 for a, b in (part_bounds(n, (lo, hi))
+                                                 for n in noise_lengths.values())), 2),
+                noise_seconds_used=noise_coverage_seconds(rows, noise_lengths, (lo, hi)),
+            )
 
     params = {
         "command": shlex.join([sys.executable, "mixing/make_mixtures.py", *argv]),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "mixer": mixer.settings(),
+        "noise_parts": {s: list(parts[s]) for s in SPLIT_CODES} if noise_files else None,
+        "noise_skipped": noise_skipped,
         "corpora": names,
         "speakers_found": len(corpus),
         "speakers_usable": len(segments),
@@ -489,12 +692,18 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     atomic_write_text(out / "mixing_params.yaml", yaml.safe_dump(params, sort_keys=False))
 
     print(f"wrote mixtures to {out}")
-    print(f"{'split':<6} {'mixtures':>8} {'speakers':>8} {'hours':>7} {'peak-protected':>14}")
+    print(f"{'split':<11} {'mixtures':>8} {'speakers':>8} {'hours':>7} {'peak-protected':>14}")
     for split, info in summary.items():
         print(
-            f"{split:<6} {info['mixtures']:>8} {info['speakers']:>8} {info['hours']:>7.3f} "
-            f"{info['peak_protected']:>14}"
+            f"{split:<11} {info['mixtures']:>8} {info['speakers_used']:>8} "
+            f"{info['hours']:>7.3f} {info['peak_protected']:>14}"
         )
+        if "noise_seconds_used" in info:
+            print(f"{'':<11} noise: {info['noise_files_used']} file(s), "
+                  f"{info['noise_seconds_used']:.1f} s used of "
+                  f"{info['noise_seconds_available']:.1f} s (part {info['noise_part']})")
+    if noise_skipped:
+        print(f"skipped {len(noise_skipped)} noise file(s): " + "; ".join(noise_skipped))
     return 0
 
 
