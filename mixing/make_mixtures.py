@@ -41,8 +41,18 @@ as the target. Item ``i`` of split ``s`` uses
 choice, so the output is byte-identical whatever ``--workers``. Audio is
 written atomically, and each manifest is written (temporary file, rename) only
 after all of its split's audio: an interrupted run leaves no manifest that
-claims missing files. Errors in the inputs (missing/empty corpus, not enough
-speakers, existing output) exit with code 2 and one clear message.
+claims missing files; the ``speakers.json`` files, the manifests and
+``mixing_params.yaml`` are written only after the audio of every split, and a
+failed run removes what it wrote. Every source file is decoded when the corpora
+are scanned; an unusable one (undecodable, cut short after a valid header,
+silent: :func:`mixing.corpus.audio_problem`) stops the run with a list of them,
+or with ``--skip_bad`` is left out and counted in ``mixing_params.yaml``.
+``--overwrite`` replaces everything an earlier run wrote in ``--out``, so the
+folder holds exactly the new run.
+
+Exit status (every command-line tool of the project): 0 done, 2 bad input or
+usage (missing/empty corpus, unusable files, not enough speakers, existing
+output; one clear message), 1 internal failure.
 
 Example
 -------
@@ -67,11 +77,12 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from mixing.corpus import AUDIO_SUFFIXES, CorpusError, corpus_of, scan_corpora
+from mixing.corpus import AUDIO_SUFFIXES, BadFile, corpus_of, scan_corpora
 from mixing.mixers import LoudnessError, Mixer, loudness, part_bounds
 from mixing.online import draw_sources, save_speakers_json
 from mixing.references import build_speaker_segments
 from modules.audio import AudioFileError, load_audio, save_audio
+from modules.cli import ArgumentParser, BadInput, run_main
 from modules.files import atomic_write_text
 
 logger = logging.getLogger("mixing.make_mixtures")
@@ -100,7 +111,7 @@ ABSENT_COLUMNS = [
 ]  # fmt: skip
 
 
-class UsageError(ValueError):
+class UsageError(BadInput):
     """Bad inputs or options: reported in one line, exit code 2."""
 
 
@@ -167,7 +178,7 @@ def assign_speakers(
     }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> ArgumentParser:
     """The command-line parser (see the module docstring).
 
     Example
@@ -176,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     >>> args.length_mode, args.lufs, args.ratio_db, args.workers
     ('min', -20.0, 0.0, 1)
     """
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
+        prog="make_mixtures.py",
         description="Make speaker-disjoint target speaker extraction mixtures.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -272,7 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace the wav files and manifests of a previous run in --out",
+        help="replace everything a previous run wrote in --out (wavs, manifests, "
+        "speakers.json, mixing_params.yaml)",
+    )
+    parser.add_argument(
+        "--skip_bad",
+        action="store_true",
+        help="leave out (and count) unusable source files instead of stopping",
     )
     parser.add_argument("--verbose", action="store_true", help="log every peak protection")
     return parser
@@ -407,28 +425,48 @@ def noise_coverage_seconds(rows: list[dict], lengths: dict[str, int],
     return round(sum(int(mask.sum()) for mask in used.values()) / 100, 2)
 
 
-def prepare_output(out: Path, overwrite: bool) -> None:
-    """Refuse (or, with ``overwrite``, clear) the wavs and manifests of an earlier run.
-
-    Only ``OUT/mixing_params.yaml``, ``OUT/<split>.csv`` and the ``*.wav`` files inside
-    ``OUT/<split>/{mix,refs,targets}`` are removed.
-    """
+def _run_files(out: Path) -> list[Path]:
+    """Every file a run writes in ``out``: manifests and parameters first, then audio."""
     splits = (*SPLITS, ABSENT_SPLIT)
-    old_wavs = [
-        p
+    listed = [out / "mixing_params.yaml"]
+    listed += [out / f"{split}.csv" for split in splits]
+    listed += [out / split / "speakers.json" for split in splits]
+    found = [path for path in listed if path.is_file()]
+    found += [
+        path
         for split in splits
         for sub, _ in SUBDIRS.values()
-        for p in (out / split / sub).glob("*.wav")
+        for path in sorted((out / split / sub).glob("*.wav"))
     ]
-    old_csvs = [out / f"{split}.csv" for split in splits if (out / f"{split}.csv").exists()]
-    old_params = [p for p in [out / "mixing_params.yaml"] if p.exists()]
-    if (old_wavs or old_csvs) and not overwrite:
-        raise UsageError(
-            f"{out} already holds {len(old_wavs)} wav file(s) and {len(old_csvs)} manifest(s) "
-            "from an earlier run: use --overwrite or another --out"
-        )
-    for path in old_params + old_csvs + old_wavs:  # manifests first: none without its files
+    return found
+
+
+def remove_run(out: Path) -> None:
+    """Delete what a run wrote in ``out`` (manifests first: none without its files) and
+    the folders that leaves empty; any other file in ``out`` is kept."""
+    for path in _run_files(out):
         path.unlink()
+    for split in (*SPLITS, ABSENT_SPLIT):
+        for folder in [*(out / split / sub for sub, _ in SUBDIRS.values()), out / split]:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+
+def prepare_output(out: Path, overwrite: bool) -> None:
+    """Refuse (or, with ``overwrite``, remove) the output of an earlier run.
+
+    Removed: ``OUT/mixing_params.yaml``, ``OUT/<split>.csv``, ``OUT/<split>/speakers.json``
+    and the ``*.wav`` files of ``OUT/<split>/{mix,refs,targets}``, so the folder then
+    holds exactly the new run; files the script never writes are left alone.
+    """
+    old = _run_files(out)
+    if old and not overwrite:
+        wavs = sum(path.suffix == ".wav" for path in old)
+        raise UsageError(
+            f"{out} already holds {wavs} wav file(s) and {len(old) - wavs} manifest/parameter "
+            "file(s) from an earlier run: use --overwrite or another --out"
+        )
+    remove_run(out)
 
 
 _STATE: dict = {}
@@ -470,8 +508,9 @@ def make_item(task: tuple[str, int]) -> dict:
             logger.warning("%s item %d attempt %d: %s", split, index, attempt, error)
             errors.append(str(error))
     else:
-        raise RuntimeError(
-            f"{split} item {index}: no usable mixture in {MAX_ATTEMPTS} attempts: {errors}"
+        raise UsageError(
+            f"{split} item {index}: no usable mixture in {MAX_ATTEMPTS} attempts "
+            f"({errors[-1]}); check the speakers' files or leave them out of the corpus"
         )
     item_id = make_id(index, target_speaker, interferer, state["width"][split])
     row = {"ID": item_id}
@@ -515,8 +554,9 @@ def make_absent_item(index: int) -> dict:
             logger.warning("%s item %d attempt %d: %s", split, index, attempt, error)
             errors.append(str(error))
     else:
-        raise RuntimeError(
-            f"{split} item {index}: no usable mixture in {MAX_ATTEMPTS} attempts: {errors}"
+        raise UsageError(
+            f"{split} item {index}: no usable mixture in {MAX_ATTEMPTS} attempts "
+            f"({errors[-1]}); check the speakers' files or leave them out of the corpus"
         )
     item_id = (f"{index:0{state['width'][split]}d}_{safe_name(absent)}_absent_"
                f"{safe_name(first)}_{safe_name(second)}")
@@ -535,6 +575,18 @@ def make_absent_item(index: int) -> dict:
         if column not in row:
             row[column] = p[column]
     return {c: _format(row[c]) for c in ABSENT_COLUMNS}
+
+
+def _mix_split(split: str, count: int, state: dict, workers: int) -> list[dict]:
+    """Write the audio of one split; its manifest rows."""
+    for column, (sub, _) in SUBDIRS.items():
+        if not (split == ABSENT_SPLIT and column == "target_wav"):
+            (state["out"] / split / sub).mkdir(parents=True, exist_ok=True)
+    rows = _run_split(split, count, state, workers)
+    ids = [row["ID"] for row in rows]
+    if len(set(ids)) != len(ids):
+        raise RuntimeError(f"duplicate IDs in {split}")
+    return rows
 
 
 def _run_split(split: str, count: int, state: dict, workers: int) -> list[dict]:
@@ -565,12 +617,35 @@ def write_manifest(path: Path, rows: list[dict], columns: list[str] = COLUMNS) -
     atomic_write_text(path, buffer.getvalue())
 
 
+def _speaker_options(split: str) -> str:
+    """The options that set how many speakers a split gets (there is no --num_train_speakers).
+
+    Example
+    -------
+    >>> _speaker_options("train")
+    'see --num_valid_speakers and --num_test_speakers (the rest are training speakers)'
+    """
+    if split == "train":
+        return "see --num_valid_speakers and --num_test_speakers (the rest are training speakers)"
+    return f"see --num_{'test' if split == ABSENT_SPLIT else split}_speakers"
+
+
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     """Do the work of :func:`main` on parsed arguments; raise UsageError on bad inputs."""
     counts = {split: getattr(args, f"num_{split}") for split in (*SPLITS, ABSENT_SPLIT)}
     if not any(counts.values()):
         raise UsageError("nothing to do: give --num_train, --num_valid and/or --num_test")
-    corpus = scan_corpora(args.corpus)
+    bad_files: list[BadFile] = []
+    corpus = scan_corpora(args.corpus, check=True, bad_files=bad_files)
+    if bad_files:
+        listing = "".join(f"\n  {bad}" for bad in bad_files)
+        if not args.skip_bad:
+            raise UsageError(
+                f"{len(bad_files)} unusable source file(s); nothing was written. Remove "
+                f"them, or rerun with --skip_bad to leave them out:{listing}"
+            )
+        logger.warning("leaving out %d unusable source file(s) (--skip_bad):%s",
+                       len(bad_files), listing)
     names = sorted({corpus_of(s) for s in corpus})
     if args.heldout_from:
         unknown = sorted(set(args.heldout_from) - set(names))
@@ -613,7 +688,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             raise UsageError(
                 f"not enough speakers: {counts[split]} {split} mixtures need >= {need} {split} "
                 f"speakers, have {len(split_speakers[split])} ({len(segments)} usable of "
-                f"{len(corpus)} found; see --num_{split}_speakers, --min_target_seconds, "
+                f"{len(corpus)} found; {_speaker_options(split)}, --min_target_seconds, "
                 "--min_ref_seconds)"
             )
     out = args.out.resolve()
@@ -637,20 +712,20 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         },
         "width": {s: max(5, len(str(max(counts[s] - 1, 0)))) for s in SPLIT_CODES},
     }
-    summary = {}
-    for split in (*SPLITS, ABSENT_SPLIT):
-        if split_speakers[split] and split != ABSENT_SPLIT:
+    try:
+        rows_by_split = {
+            split: _mix_split(split, counts[split], state, args.workers)
+            for split in (*SPLITS, ABSENT_SPLIT) if counts[split]
+        }
+    except BaseException:
+        remove_run(out)  # a failed run leaves nothing half-made behind
+        raise
+    for split in SPLITS:  # only once the audio of every split is there
+        if split_speakers[split]:
             save_speakers_json(out / split / "speakers.json", state["speakers"][split])
-        if not counts[split]:
-            continue
+    summary = {}
+    for split, rows in rows_by_split.items():
         absent = split == ABSENT_SPLIT
-        for column, (sub, _) in SUBDIRS.items():
-            if not (absent and column == "target_wav"):
-                (out / split / sub).mkdir(parents=True, exist_ok=True)
-        rows = _run_split(split, counts[split], state, args.workers)
-        ids = [row["ID"] for row in rows]
-        if len(set(ids)) != len(ids):
-            raise RuntimeError(f"duplicate IDs in {split}")
         write_manifest(out / f"{split}.csv", rows, ABSENT_COLUMNS if absent else COLUMNS)
         used = {r["ref_speaker"] for r in rows} if absent else {r["target_speaker"] for r in rows}
         talkers = ({s for r in rows for s in r["mix_speakers"].split("+")} if absent
@@ -680,6 +755,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         "mixer": mixer.settings(),
         "noise_parts": {s: list(parts[s]) for s in SPLIT_CODES} if noise_files else None,
         "noise_skipped": noise_skipped,
+        "files_skipped": [f"{bad.path}: {bad.problem}" for bad in bad_files],
         "corpora": names,
         "speakers_found": len(corpus),
         "speakers_usable": len(segments),
@@ -704,18 +780,13 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                   f"{info['noise_seconds_available']:.1f} s (part {info['noise_part']})")
     if noise_skipped:
         print(f"skipped {len(noise_skipped)} noise file(s): " + "; ".join(noise_skipped))
+    if bad_files:
+        print(f"left out {len(bad_files)} unusable source file(s) (--skip_bad; listed in "
+              "mixing_params.yaml)")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit code (2 for bad inputs).
-
-    Example
-    -------
-    >>> main(["--corpus", "/nonexistent/corpus", "--out", "/tmp/x", "--num_test", "2"])
-    2
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     mixer_logger = logging.getLogger("mixing.mixers")
     old_level = mixer_logger.level
@@ -723,11 +794,19 @@ def main(argv: list[str] | None = None) -> int:
         mixer_logger.setLevel(logging.DEBUG)
     try:
         return run(args, argv)
-    except (UsageError, CorpusError) as error:
-        logger.error("%s", error)
-        return 2
     finally:
         mixer_logger.setLevel(old_level)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0 done, 2 bad input, 1 bug).
+
+    Example
+    -------
+    >>> main(["--corpus", "/nonexistent/corpus", "--out", "/tmp/x", "--num_test", "2"])
+    2
+    """
+    return run_main(_main, argv, prog="make_mixtures.py")
 
 
 if __name__ == "__main__":

@@ -385,12 +385,13 @@ def test_manifest_reads_with_speechbrain(corpus_dir, tmp_path):
         ({"--noise_dir": "/nonexistent/noise"}, "noise folder"),
     ],
 )
-def test_cli_usage_errors_exit_2(corpus_dir, tmp_path, caplog, change, message):
+def test_cli_usage_errors_exit_2(corpus_dir, tmp_path, capsys, change, message):
     args = _cli_args(corpus_dir, tmp_path / "out", 1)
     for key, value in change.items():
         args[args.index(key) + 1] = value
     assert main(args) == 2
-    assert message in caplog.text
+    error = capsys.readouterr().err
+    assert error.startswith("make_mixtures.py: error: ") and message in error
     assert not (tmp_path / "out" / "test.csv").exists()
 
 
@@ -474,8 +475,7 @@ def test_mostly_silent_crops_are_refused_and_redrawn(tmp_path):
         "b": [Segment(str(other), 0, 16000), Segment(str(other), 16000, 32000)],
     }
     online = OnlineMixer(speakers, mixer, segment_seconds=1.0, seed=0)
-    items = [online.mix(index, epoch=0) for index in range(0, 40, 2)]  # all target "a"
-    assert all(item["target_speaker"] == "a" for item in items)
+    items = [online.mix(index, epoch=0) for index in range(0, 40, 2)]  # "a" first
     assert sum(item["redraws"] for item in items) > 0
     for item in items:
         assert active_fraction(item["target"].numpy()) >= 0.5
