@@ -21,15 +21,19 @@ archive with the expected size and SHA-256 is unpacked, into a temporary
 folder that is renamed to ``--dest`` at the end: a failed or interrupted run
 never leaves a half-written model directory.
 
-Exit status: 0 done (or already present), 1 bad request (unknown name, model
-not published yet, bad archive, destination in the way), 2 usage, 3 network
-error, 4 checksum or size mismatch, 5 disk full or permission denied.
-Only the standard library is used.
+``--pack`` refuses an ``--out`` inside the packed directory (it would replace
+a model file, or pack itself). A rejected archive (bad checksum, not a model
+directory) is deleted, never left as a ``.part`` file.
+
+Exit status (every command-line tool of the project): 0 done (or already
+present), 2 bad input or usage (unknown name, model not published yet,
+checksum or size mismatch, bad archive, destination in the way, bad option), 1
+failure (network error, disk full or permission denied, a bug). The message is
+one line ``download_model.py: error: ...``.
 """
 
 from __future__ import annotations
 
-import argparse
 import errno
 import hashlib
 import http.client
@@ -37,16 +41,17 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import sys
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from modules.inference import replace_dir
+from modules.cli import EXIT_BAD_INPUT, EXIT_FAILURE, ArgumentParser, is_inside, run_main
+from modules.files import atomic_path, replace_dir
 
 logger = logging.getLogger("download_model")
 
@@ -57,7 +62,9 @@ REQUIRED_FILES = ("inference.yaml", "model.ckpt")
 STAMP_FILE = ".download.json"
 BLOCK = 1 << 16
 
-EXIT_REQUEST, EXIT_NETWORK, EXIT_CHECKSUM, EXIT_DISK = 1, 3, 4, 5
+# The exit status of each kind of failure (see the module docstring).
+EXIT_REQUEST = EXIT_CHECKSUM = EXIT_BAD_INPUT
+EXIT_NETWORK = EXIT_DISK = EXIT_FAILURE
 
 
 class DownloadError(Exception):
@@ -265,9 +272,20 @@ def _model_root(folder: Path) -> Path:
     )
 
 
+def _new_dir_beside(dest: Path, tag: str) -> Path:
+    """A new empty folder next to ``dest`` with the normal mode (not mkdtemp's 0700)."""
+    while True:
+        path = dest.parent / f".{dest.name}.{tag}-{secrets.token_hex(4)}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+
+
 def unpack(archive: Path, dest: Path, stamp: dict) -> Path:
     """Unpack a model archive into ``dest`` through a temporary folder."""
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.unpack-"))
+    tmp = _new_dir_beside(dest, "unpack")
     try:
         try:
             with tarfile.open(archive, "r:*") as tar:
@@ -376,7 +394,12 @@ def download_model(
             EXIT_CHECKSUM,
         )
     stamp = {"name": release["name"], "url": release["url"], "sha256": digest, "size": actual_size}
-    unpack(part, dest, stamp)
+    try:
+        unpack(part, dest, stamp)
+    except DownloadError as error:
+        if error.status == EXIT_REQUEST:  # a rejected archive: the same bytes would fail again
+            part.unlink(missing_ok=True)
+        raise
     part.unlink(missing_ok=True)
     return dest
 
@@ -388,22 +411,28 @@ def pack(model_dir, out=None) -> dict:
     ``.tar.gz``), which is also the release name.
     """
     model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise DownloadError(f"{model_dir}: model directory not found")
     missing = [name for name in REQUIRED_FILES if not (model_dir / name).is_file()]
     if missing:
         raise DownloadError(f"{model_dir}: not a model directory ({' and '.join(missing)} missing)")
     out = Path(out) if out else Path(f"{model_dir.resolve().name}.tar.gz")
+    if is_inside(out, model_dir):
+        raise DownloadError(
+            f"{out}: --out is inside the packed directory {model_dir} (it would replace or "
+            "pack a model file): write the archive elsewhere"
+        )
+    if out.is_dir():
+        raise DownloadError(f"{out}: is a directory; --out must be an archive file name")
+    if not re.search(r"(\.tar\.gz|\.tgz)$", out.name):
+        raise DownloadError(f"{out}: --out must end in .tar.gz (the release name is the rest)")
     name = re.sub(r"(\.tar\.gz|\.tgz)$", "", out.name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(handle)
     try:
-        with tarfile.open(tmp, "w:gz") as tar:
+        with atomic_path(out) as tmp, tarfile.open(tmp, "w:gz") as tar:
             for path in sorted(model_dir.iterdir()):
                 if path.is_file() and not path.name.startswith("."):
                     tar.add(path, arcname=f"{name}/{path.name}")
-        os.replace(tmp, out)
     except OSError as error:
-        Path(tmp).unlink(missing_ok=True)
         raise _disk_error(error, out) from None
     return {
         "name": name,
@@ -414,9 +443,9 @@ def pack(model_dir, out=None) -> dict:
     }
 
 
-def main(argv=None) -> int:
-    """Command-line entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(description="Download a released TSE model directory.")
+def _main(argv) -> int:
+    parser = ArgumentParser(prog="download_model.py",
+                            description="Download a released TSE model directory.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--name", help="model name in models.json")
     source.add_argument("--url", help="URL of a model archive (.tar.gz); needs --sha256")
@@ -432,6 +461,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.url and not args.sha256:
         parser.error("--url needs --sha256")
+    if args.out and not args.pack:
+        parser.error("--out goes with --pack (a download goes to --dest)")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         if args.pack:
@@ -457,6 +488,11 @@ def main(argv=None) -> int:
         return 130
     print(f"model ready in {dest}")
     return 0
+
+
+def main(argv=None) -> int:
+    """Command-line entry point; returns the exit status (0 done, 2 bad input, 1 failure)."""
+    return run_main(_main, argv, prog="download_model.py")
 
 
 if __name__ == "__main__":

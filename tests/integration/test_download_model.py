@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from modules.inference import TINY_ARCHITECTURE, TargetSpeakerExtractor, write_model_dir
+from modules.inference import TargetSpeakerExtractor
+from modules.model_dir import write_model_dir
 from modules.spex_plus import SpExPlus
 
 pytestmark = pytest.mark.slow
@@ -37,13 +38,12 @@ dm = _load_script()
 
 
 @pytest.fixture(scope="module")
-def release(tmp_path_factory):
+def release(tmp_path_factory, tiny_args):
     """A tiny random SpEx+ model directory packed as NAME.tar.gz (bytes, sha256, model)."""
     root = tmp_path_factory.mktemp("release")
     torch.manual_seed(0)
-    arch = dict(TINY_ARCHITECTURE, num_speakers=2)
-    model = SpExPlus(**arch).eval()
-    write_model_dir(model, root / "tiny-tse", arch, metrics={"si_sdr": 1.0})
+    model = SpExPlus(**tiny_args, num_speakers=2).eval()
+    write_model_dir(model, root / "tiny-tse", metrics={"si_sdr": 1.0})
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         tar.add(root / "tiny-tse", arcname="tiny-tse")
@@ -136,10 +136,9 @@ def leftovers(folder: Path) -> list[str]:
 
 def check_model(dest: Path, release):
     tse = TargetSpeakerExtractor.from_hparams(dest, run_opts={"device": "cpu"})
-    mix, ref = torch.randn(1, 8000), torch.randn(1, 9000)
-    with torch.no_grad():
-        expected = release["model"](mix, ref)["est"]
-    torch.testing.assert_close(tse.extract_batch(mix, None, ref), expected, atol=1e-6, rtol=0)
+    mix, ref = torch.randn(8000), torch.randn(9000)
+    expected = TargetSpeakerExtractor.from_model(release["model"]).extract(mix, ref)
+    torch.testing.assert_close(tse.extract(mix, ref), expected, atol=1e-6, rtol=0)
 
 
 def test_download_by_name_then_already_present(server, release, tmp_path):
@@ -207,9 +206,9 @@ def test_network_errors(server, release, tmp_path):
 def test_placeholder_and_unknown_names(tmp_path):
     models = manifest(tmp_path, "http://x/y.tar.gz", "0" * 64, 10)
     result = run("--name", "future", "--manifest", models)
-    assert result.returncode == 1 and "not published yet" in result.stderr
+    assert result.returncode == 2 and "not published yet" in result.stderr
     result = run("--name", "nope", "--manifest", models)
-    assert result.returncode == 1 and "unknown model 'nope'" in result.stderr
+    assert result.returncode == 2 and "unknown model 'nope'" in result.stderr
     repo = json.loads((REPO_ROOT / "models.json").read_text())["models"]
     assert repo and all(set(entry) >= {"url", "sha256", "size"} for entry in repo.values())
 
@@ -219,7 +218,7 @@ def test_dest_in_the_way(server, release, tmp_path):
     dest.mkdir()
     (dest / "notes.txt").write_text("mine")
     result = run("--url", server.url, "--sha256", release["sha256"], "--dest", dest)
-    assert result.returncode == 1 and "--force" in result.stderr
+    assert result.returncode == 2 and "--force" in result.stderr
     assert (dest / "notes.txt").read_text() == "mine"
     result = run("--url", server.url, "--sha256", release["sha256"], "--dest", dest, "--force")
     assert result.returncode == 0 and not (dest / "notes.txt").exists()
@@ -251,7 +250,7 @@ def test_not_enough_space(server, release, tmp_path, monkeypatch):
 def test_pack_then_download(release, tmp_path):
     """--pack makes an archive whose printed entry downloads back to the same model."""
     model_dir = tmp_path / "src" / "tiny"
-    write_model_dir(release["model"], model_dir, dict(TINY_ARCHITECTURE, num_speakers=2))
+    write_model_dir(release["model"], model_dir)
     archive = tmp_path / "tiny-v1.tar.gz"
     result = run("--pack", model_dir, "--out", archive)
     assert result.returncode == 0, result.stderr
