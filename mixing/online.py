@@ -206,12 +206,16 @@ class OnlineMixer:
     def mix_result(self, index: int, epoch: int = 0) -> tuple[MixResult, str, str, int]:
         """The full :class:`MixResult` with (target speaker, interferer speaker, redraws).
 
-        The target speaker cycles through :attr:`target_speakers` with ``index``.
+        The target speaker cycles through :attr:`target_speakers` with ``index``;
+        after ``max_attempts // 2`` failed draws another one is drawn at random.
         """
-        target_speaker = self.target_speakers[index % len(self.target_speakers)]
         errors = []
         for attempt in range(self.max_attempts):
             rng = np.random.default_rng([self.seed, epoch, index, attempt])
+            if attempt < self.max_attempts // 2:
+                target_speaker = self.target_speakers[index % len(self.target_speakers)]
+            else:  # this speaker's audio keeps failing (e.g. mostly silence): try another
+                target_speaker = self.target_speakers[int(rng.integers(len(self.target_speakers)))]
             target, ref, interferer, i_seg = draw_sources(self.speakers, target_speaker, rng)
             try:
                 result = self.mixer.mix_segments(target, i_seg, ref, rng)
