@@ -17,29 +17,45 @@ set to ``--lufs``) and never clips. Mixtures longer than ``max_whole_seconds``
 (inference.yaml) are processed in overlapping chunks (``--chunk_seconds``,
 ``--hop_seconds``).
 
-On bad input (missing or unreadable file, silent or too-short reference,
-too-short mixture, bad model directory) the script prints one line
-``extract.py: error: ...`` naming the file and the problem, exits with status 1
-and writes nothing at the output path.
+A test directory is checked as a whole first (the checks of ``evaluate.py``:
+missing counterparts, unreadable, stereo, empty, too short or silent files):
+a bad file stops the run with one message listing every problem, before
+anything is computed, unless ``--skip_bad`` (the bad items are listed and
+skipped). ``--out_dir`` may not lie inside the test directory's ``mix/``,
+``refs/`` or ``targets/``.
+
+Exit status (every command-line tool of the project): 0 done, 2 bad input or
+usage (one line ``extract.py: error: FILE: problem``; nothing is written at the
+output path, and an output path that is an input, or cannot be written, is
+refused before any computation), 1 internal failure.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
+import io
 import logging
 import math
 import sys
 from pathlib import Path
 
+from modules.cli import (
+    ArgumentParser,
+    BadInput,
+    check_device,
+    check_output_file,
+    check_writable_dir,
+    is_inside,
+    run_main,
+)
+
 logger = logging.getLogger("extract")
 
-EXIT_BAD_INPUT = 1
 
-
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None):
     """Command-line arguments (see the module docstring)."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
+        prog="extract.py",
         description="Extract the speaker of a reference recording from a mixture.",
     )
     parser.add_argument(
@@ -50,6 +66,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", help="output wav file")
     parser.add_argument("--test_dir", help="directory with mix/ID-mixed.wav and refs/ID-ref.wav")
     parser.add_argument("--out_dir", help="where --test_dir outputs ID-est.wav go")
+    parser.add_argument(
+        "--skip_bad", action="store_true",
+        help="with --test_dir: skip (and list) bad items instead of refusing the directory",
+    )
     parser.add_argument(
         "--lufs", type=float, default=None, help="output loudness (default: the mixture's)"
     )
@@ -74,6 +94,8 @@ def parse_args(argv=None) -> argparse.Namespace:
             parser.error("--test_dir and --out_dir go together")
     elif any(value is None for value in single):
         parser.error("give --mix, --ref and --out (or --test_dir and --out_dir)")
+    elif args.skip_bad:
+        parser.error("--skip_bad goes with --test_dir")
     return args
 
 
@@ -91,27 +113,17 @@ def setup_logging(quiet: bool) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def check_output_path(path: Path) -> None:
-    """Refuse an output path that cannot take a wav file, before any computation."""
-    import soundfile as sf
-
-    if path.is_dir():
-        raise ValueError(f"{path}: is a directory; --out must be a file name")
-    if path.suffix.lstrip(".").upper() not in sf.available_formats():
-        raise ValueError(f"{path}: unknown audio format '{path.suffix}' (use .wav or .flac)")
-
-
 def load_extractor(args):
     """The model of ``--model_dir`` with the command-line settings applied."""
-    import torch
+    from modules.inference import ModelDirError, TargetSpeakerExtractor
 
-    from modules.inference import TargetSpeakerExtractor
-
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device}: CUDA is not available on this machine")
-    extractor = TargetSpeakerExtractor.from_hparams(
-        source=args.model_dir, run_opts={"device": args.device}
-    )
+    check_device(args.device)
+    try:
+        extractor = TargetSpeakerExtractor.from_hparams(
+            source=args.model_dir, run_opts={"device": args.device}
+        )
+    except (ModelDirError, OSError) as error:
+        raise BadInput(f"{error}") from None
     if args.chunk_seconds is not None:
         extractor.chunk_seconds = args.chunk_seconds
         extractor.hop_seconds = (
@@ -121,7 +133,10 @@ def load_extractor(args):
         extractor.hop_seconds = args.hop_seconds
     if args.max_whole_seconds is not None:
         extractor.max_whole_seconds = args.max_whole_seconds
-    extractor._chunk_hop()  # validate the chunk settings now, not after the first file
+    try:
+        extractor._chunk_hop()  # validate the chunk settings now, not after the first file
+    except ValueError as error:
+        raise BadInput(str(error)) from None
     return extractor
 
 
@@ -131,13 +146,13 @@ def _fmt(value: float, digits: int = 2) -> str:
 
 def run_single(args) -> str:
     """Extract one file pair; returns the final message."""
-    from modules.audio import save_audio
+    from modules.audio import audio_format, save_audio
 
-    out = Path(args.out)
-    check_output_path(out)
+    out = check_output_file(args.out, inputs=[args.mix, args.ref], option="--out")
+    audio_format(out)
     for path in (args.mix, args.ref):
         if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: file not found")
+            raise BadInput(f"{path}: file not found")
     extractor = load_extractor(args)
     wav, info = extractor.extract_file(args.mix, args.ref, lufs=args.lufs, return_info=True)
     save_audio(out, wav, extractor.sample_rate)
@@ -148,37 +163,41 @@ def run_single(args) -> str:
     )
 
 
-def list_test_dir(test_dir: Path) -> tuple[dict, dict]:
-    """``{ID: mixture path}`` and ``{ID: reference path}`` of a test directory.
+def check_out_dir(out_dir: Path, test_dir: Path) -> None:
+    """Refuse an output folder inside the test directory's inputs, or not writable."""
+    from modules.dataio import MIX_DIR, REF_DIR, TARGET_DIR
 
-    Raises
-    ------
-    ValueError
-        Missing folders, no mixtures, or mixtures without a reference (all named).
-    """
-    from modules.dataio import MIX_DIR, MIX_SUFFIX, REF_DIR, REF_SUFFIX
+    for folder in (MIX_DIR, REF_DIR, TARGET_DIR):
+        if is_inside(out_dir, test_dir / folder):
+            raise BadInput(
+                f"{out_dir}: --out_dir is inside the test directory's {folder}/; the "
+                f"estimates would be mixed with its inputs: choose another folder"
+            )
+    check_writable_dir(out_dir, "--out_dir")
 
-    if not test_dir.is_dir():
-        raise ValueError(f"{test_dir}: test directory not found")
-    found = []
-    for folder, suffix in ((MIX_DIR, MIX_SUFFIX), (REF_DIR, REF_SUFFIX)):
-        path = test_dir / folder
-        if not path.is_dir():
-            raise ValueError(f"{path}: no {folder}/ folder (expected {folder}/<ID>{suffix})")
-        found.append({
-            file.name[: -len(suffix)]: file
-            for file in sorted(path.iterdir())
-            if file.is_file() and file.name.endswith(suffix) and len(file.name) > len(suffix)
-        })
-    mixes, refs = found
-    if not mixes:
-        raise ValueError(f"{test_dir / MIX_DIR}: no mixtures named <ID>{MIX_SUFFIX}")
-    missing = [item for item in sorted(mixes) if item not in refs]
-    if missing:
-        more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
-        shown = ", ".join(str(test_dir / REF_DIR / f"{item}{REF_SUFFIX}") for item in missing[:3])
-        raise ValueError(f"{len(missing)} mixtures have no reference: {shown}{more}")
-    return mixes, refs
+
+def check_test_dir(test_dir: Path, extractor, skip_bad: bool):
+    """The usable items of a test directory (whole directory checked first)."""
+    from modules.dataio import CustomDirDataset, InputLimits
+
+    dataset = CustomDirDataset(
+        test_dir, extractor.sample_rate, limits=InputLimits.of(extractor), use_targets=False
+    )
+    problems = dataset.check()
+    for note in dataset.notes:
+        logger.info("notice: %s", note)
+    listing = "".join(f"\n  {problem}" for problem in problems)
+    if problems and not skip_bad:
+        raise BadInput(
+            f"{test_dir}: {len(problems)} problem(s); nothing was extracted. Fix or remove "
+            f"these files, or rerun with --skip_bad to extract the rest:{listing}"
+        )
+    dropped = dataset.drop_bad()
+    if problems:
+        logger.warning("skipping %d bad item(s) (--skip_bad):%s", len(dropped), listing)
+    if len(dataset) == 0:
+        raise BadInput(f"{test_dir}: no usable mixture/reference pairs{listing}")
+    return dataset, dropped
 
 
 def run_test_dir(args) -> str:
@@ -186,15 +205,19 @@ def run_test_dir(args) -> str:
     from tqdm import tqdm
 
     from modules.audio import save_audio
-    mixes, refs = list_test_dir(Path(args.test_dir))
-    out_dir = Path(args.out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"{out_dir}: exists and is not a directory")
+    from modules.files import atomic_write_text
+
+    test_dir, out_dir = Path(args.test_dir), Path(args.out_dir)
+    if not test_dir.is_dir():
+        what = "is not a directory" if test_dir.exists() else "not found"
+        raise BadInput(f"{test_dir}: test directory {what}")
+    check_out_dir(out_dir, test_dir)
     extractor = load_extractor(args)
+    dataset, dropped = check_test_dir(test_dir, extractor, args.skip_bad)
     rows = []
-    for item in tqdm(sorted(mixes), desc="extract", unit="file", disable=args.quiet):
+    for item in tqdm(dataset.ids, desc="extract", unit="file", disable=args.quiet):
         wav, info = extractor.extract_file(
-            mixes[item], refs[item], lufs=args.lufs, return_info=True
+            dataset.mix_paths[item], dataset.ref_paths[item], lufs=args.lufs, return_info=True
         )
         save_audio(out_dir / f"{item}-est.wav", wav, extractor.sample_rate)
         rows.append({
@@ -207,25 +230,26 @@ def run_test_dir(args) -> str:
             "chunked": info["chunked"],
         })
     info_path = out_dir / "extract_info.csv"
-    with open(info_path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return f"wrote {len(rows)} estimates to {out_dir} (scores in {info_path.name})"
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(info_path, buffer.getvalue())
+    skipped = f"; {len(dropped)} bad item(s) skipped" if dropped else ""
+    return f"wrote {len(rows)} estimates to {out_dir} (scores in {info_path.name}){skipped}"
+
+
+def _main(argv) -> int:
+    args = parse_args(argv)
+    setup_logging(args.quiet)
+    message = run_test_dir(args) if args.test_dir else run_single(args)
+    print(message)
+    return 0
 
 
 def main(argv=None) -> int:
-    """Entry point; returns the exit status."""
-    args = parse_args(argv)
-    setup_logging(args.quiet)
-    try:
-        message = run_test_dir(args) if args.test_dir else run_single(args)
-    except (ValueError, OSError) as error:
-        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"extract.py: error: {text}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    print(message)
-    return 0
+    """Entry point; returns the exit status (0 done, 2 bad input, 1 internal failure)."""
+    return run_main(_main, argv, prog="extract.py")
 
 
 if __name__ == "__main__":

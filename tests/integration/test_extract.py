@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from modules.audio import load_audio, save_audio
-from modules.inference import TINY_ARCHITECTURE, write_model_dir
+from modules.model_dir import write_model_dir
 from modules.spex_plus import SpExPlus
 
 pytestmark = pytest.mark.slow
@@ -21,12 +21,11 @@ SR = 16000
 
 
 @pytest.fixture(scope="module")
-def files(ci_tiny, tmp_path_factory):
+def files(ci_tiny, tmp_path_factory, tiny_args):
     """A model directory, a mixture and a reference, and bad inputs."""
     root = tmp_path_factory.mktemp("extract")
     torch.manual_seed(0)
-    arch = dict(TINY_ARCHITECTURE, num_speakers=2)
-    write_model_dir(SpExPlus(**arch), root / "model", arch)
+    write_model_dir(SpExPlus(**tiny_args, num_speakers=2), root / "model")
     speech = ci_tiny / "speech"
     target = load_audio(next((speech / "103").glob("*-part0.flac")))[0]
     ref = load_audio(next((speech / "103").glob("*-part1.flac")))[0]
@@ -74,7 +73,7 @@ def test_bad_input_one_line_no_output(files, mix, ref, model, problem):
     out = files / "bad" / "est.wav"
     result = run("--model_dir", files / model, "--mix", files / mix, "--ref", files / ref,
                  "--out", out)
-    assert result.returncode != 0
+    assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("extract.py: error: ") and problem in lines[0]
