@@ -42,7 +42,7 @@ class BadInput(ValueError):
     """A problem the user can fix (bad file, bad option): exit status 2, one line."""
 
 
-def _first_line(error: BaseException) -> str:
+def _message(error: BaseException) -> str:
     text = str(error).strip()
     return text if text else type(error).__name__
 
@@ -76,7 +76,7 @@ def run_main(
     try:
         status = main(argv)
     except (BadInput, *bad_input) as error:
-        print(f"{prog}: error: {_first_line(error)}", file=sys.stderr)
+        print(f"{prog}: error: {_message(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -85,7 +85,7 @@ def run_main(
         return exit_.code if isinstance(exit_.code, int) else EXIT_FAILURE
     except Exception as error:  # noqa: BLE001 - the last resort: show the bug
         traceback.print_exc()
-        print(f"{prog}: internal error (a bug, please report it): {_first_line(error)}",
+        print(f"{prog}: internal error (a bug, please report it): {_message(error)}",
               file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK if status is None else int(status)
@@ -208,6 +208,27 @@ def check_writable_dir(folder, option: str) -> Path:
     return folder
 
 
+def check_device(device: str) -> None:
+    """Refuse a device name torch does not know, or CUDA where there is none.
+
+    Example
+    -------
+    >>> check_device("abc")
+    Traceback (most recent call last):
+    ...
+    modules.cli.BadInput: --device abc: not a torch device (use cpu, cuda or cuda:N)
+    """
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise BadInput(f"--device {device}: not a torch device (use cpu, cuda or cuda:N)"
+                       ) from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise BadInput(f"--device {device}: CUDA is not available on this machine")
+
+
 # --------------------------------------------------------------------------------------
 # HyperPyYAML command lines: HPARAMS.yaml --key value ...
 # --------------------------------------------------------------------------------------
@@ -267,7 +288,7 @@ def read_yaml_tree(hparams_file) -> dict:
         with open(hparams_file, encoding="utf-8") as stream:
             tree = ruamel.yaml.YAML().load(stream)
     except (OSError, ruamel.yaml.YAMLError) as error:
-        raise BadInput(f"{hparams_file}: cannot read the hparams file ({_first_line(error)})"
+        raise BadInput(f"{hparams_file}: cannot read the hparams file ({_message(error)})"
                        ) from None
     if not isinstance(tree, dict):
         raise BadInput(f"{hparams_file}: not a YAML mapping of hparams")
