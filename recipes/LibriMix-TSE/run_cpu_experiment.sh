@@ -5,32 +5,34 @@
 # online mixing, then evaluate on the held-out test set next to the do-nothing
 # baseline. Restarted with the same command it resumes from the last checkpoint.
 #
-#   [NAME=cpu] [EPOCHS=100] [MINUTES=75] bash recipes/LibriMix-TSE/run_cpu_experiment.sh \
+#   [NAME=cpu] [EPOCHS=100] [MINUTES=75] [MODEL=spex_plus] bash recipes/LibriMix-TSE/run_cpu_experiment.sh \
 #       [SHARED_DATA] [extra train.py overrides, e.g. --reference_encoder dvector]
 #
 # MINUTES is the wall-clock training budget (validation included); results go
-# to results/cpu_experiment/NAME.
+# to results/cpu_experiment/NAME. MODEL=voicefilter trains hparams/voicefilter.yaml
+# instead, on the same data and protocol; SIZES replaces the model's CPU sizes
+# below, DATA and RESULTS the data and results folders (tests use all three).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 shared=${1:-../shared/data}
 shift || true
 name=${NAME:-cpu}
-data=data/real
-out=results/cpu_experiment/$name
+data=${DATA:-data/real}
+out=${RESULTS:-results/cpu_experiment}/$name
+model=${MODEL:-spex_plus}
+case $model in
+  spex_plus) sizes=(--n_filters 128 --bottleneck_channels 128 --hidden_channels 256
+                    --num_stacks 2 --embedding_dim 128 --speaker_channels "[128, 256, 256]") ;;
+  voicefilter) sizes=(--conv_channels 16 --lstm_units 256 --fc_units 300) ;;
+  *) echo "run_cpu_experiment.sh: MODEL=$model: expected spex_plus or voicefilter" >&2; exit 2 ;;
+esac
+if [ -n "${SIZES+set}" ]; then read -r -a sizes <<< "$SIZES"; fi
 if [ -z "${VIRTUAL_ENV:-}" ]; then source scripts/setup_venv.sh; fi
-if [ ! -f "$data/test.csv" ]; then
-  python mixing/make_mixtures.py --corpus "librispeech=$shared/librispeech/train-clean-100" \
-      --corpus "cv_fa=$shared/commonvoice_fa" --out "$data" --seed 0 \
-      --heldout_from librispeech --num_valid_speakers 8 --num_test_speakers 20 \
-      --num_train 0 --num_valid 40 --num_test 100 --ratio_db 0 --max_seconds 12 \
-      --length_mode min --min_target_seconds 2 --min_ref_seconds 2 --workers 2
-fi
+bash recipes/LibriMix-TSE/make_cpu_data.sh "$shared" "$data"
 if [ ! -f "$out/train/model/inference.yaml" ]; then
-  python recipes/LibriMix-TSE/train.py recipes/LibriMix-TSE/hparams/spex_plus.yaml \
-      --data_folder "$data" --output_folder "$out/train" --experiment_name "spex_plus_$name" \
-      --n_filters 128 --bottleneck_channels 128 --hidden_channels 256 --num_stacks 2 \
-      --embedding_dim 128 --speaker_channels "[128, 256, 256]" \
-      --batch_size 8 --segment_seconds 3.0 --online_items_per_epoch 800 \
+  python recipes/LibriMix-TSE/train.py "recipes/LibriMix-TSE/hparams/$model.yaml" \
+      --data_folder "$data" --output_folder "$out/train" --experiment_name "${model}_$name" \
+      "${sizes[@]}" --batch_size 8 --segment_seconds 3.0 --online_items_per_epoch 800 \
       --num_workers "${NUM_WORKERS:-1}" --reference_seconds 4.0 --valid_pesq_items 20 \
       --number_of_epochs "${EPOCHS:-100}" --max_train_minutes "${MINUTES:-75}" "$@"
 fi
