@@ -95,6 +95,28 @@ class STFT(nn.Module):
         """Frames of ``num_samples`` samples (integer tensor, any shape)."""
         return torch.div(num_samples, self.hop_length, rounding_mode="floor") + 1
 
+    def frame_mask(self, lengths: torch.Tensor, num_samples: int, num_frames: int) -> torch.Tensor:
+        """``[B, N]`` 0/1 float mask of the frames inside each item of a padded batch.
+
+        Arguments
+        ---------
+        lengths : torch.Tensor
+            ``[B]`` lengths relative to ``num_samples`` (SpeechBrain convention).
+        num_samples : int
+            ``T`` of the padded batch.
+        num_frames : int
+            ``N`` of its spectrogram (``T // hop_length + 1``).
+
+        Example
+        -------
+        >>> STFT(512, 400, 160).frame_mask(torch.tensor([1.0, 0.5]), 800, 6)
+        tensor([[1., 1., 1., 1., 1., 1.],
+                [1., 1., 1., 0., 0., 0.]])
+        """
+        abs_lens = torch.round(lengths * num_samples).long().clamp(1, num_samples)
+        index = torch.arange(num_frames, device=lengths.device)
+        return (index.unsqueeze(0) < self.num_frames(abs_lens).unsqueeze(1)).float()
+
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Analyse a batch of waveforms.
 
@@ -118,7 +140,7 @@ class STFT(nn.Module):
         real: torch.Tensor,
         imag: torch.Tensor,
         length: int,
-        num_frames: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Overlap-add synthesis, ``[B, F, N]`` x 2 -> ``[B, length]``.
 
@@ -129,10 +151,10 @@ class STFT(nn.Module):
             bins are ignored, as by ``irfft``).
         length : int
             Output samples ``T`` (the analysed signal's length).
-        num_frames : torch.Tensor or None
-            ``[B]`` valid frames per item; frames at or past it are left out of
-            the sum and of the window envelope, and samples that no valid frame
-            covers are 0. ``None``: every frame is valid.
+        frame_mask : torch.Tensor or None
+            ``[B, N]`` 0/1 valid frames of each item (:meth:`frame_mask`); the
+            others are left out of the sum and of the window envelope, and
+            samples that no valid frame covers are 0. ``None``: all valid.
 
         Returns
         -------
@@ -142,9 +164,8 @@ class STFT(nn.Module):
         pad = self.n_fft // 2
         # [B, 1, N] 0/1 frame mask
         frames = torch.ones_like(real[:, :1])
-        if num_frames is not None:
-            index = torch.arange(real.shape[-1], device=real.device).view(1, 1, -1)
-            frames = (index < num_frames.to(real.device).view(-1, 1, 1)).to(real.dtype)
+        if frame_mask is not None:
+            frames = frame_mask.to(real.dtype).unsqueeze(1)
         # [B, 2F, N] -> [B, 1, (N - 1) * hop + n_fft]
         spec = torch.cat([real, imag], dim=1) * frames
         signal = F.conv_transpose1d(spec, self.synthesis, stride=self.hop_length)

@@ -41,9 +41,10 @@ def test_inverse_of_a_padded_batch_equals_each_item_alone():
     batch[0, :2345], batch[1] = short, long
     real, imag = stft(batch)
     gain = torch.rand_like(real)
-    frames = stft.num_frames(torch.tensor([2345, 4000]))
-    together = stft.inverse(real * gain, imag * gain, 4000, frames)
-    n = int(frames[0])
+    frame_mask = stft.frame_mask(torch.tensor([2345 / 4000, 1.0]), 4000, real.shape[-1])
+    together = stft.inverse(real * gain, imag * gain, 4000, frame_mask)
+    n = int(stft.num_frames(torch.tensor(2345)))
+    assert frame_mask.sum(dim=1).tolist() == [n, real.shape[-1]]
     r, i = stft(short[None])
     alone = stft.inverse(r * gain[:1, :, :n], i * gain[:1, :, :n], 2345)
     assert torch.allclose(together[0, :2345], alone[0], atol=1e-5)
