@@ -12,10 +12,35 @@ writes the estimates as ``<ID>-est.wav``; ``--skip_bad`` scores the usable tripl
 reports the bad ones as skipped; ``--output_folder`` is where ``per_utterance.csv`` and
 ``summary.json`` go; ``--metrics "[si_sdr, pesq]"`` picks metrics.
 
-The whole test directory is checked before anything is scored: a bad file stops the run
-with one message listing every bad file (exit status 2, nothing written) unless
-``--skip_bad`` is given. ``summary.json`` is written last, atomically, and only for a
-complete run; an interrupted run leaves none (a previous one is removed at the start).
+Beyond the graded metrics (``modules/evaluation_extras.py``): every run with targets
+reports the **wrong-speaker** rate (the estimate closer by SI-SDR to mixture minus
+target than to the target) and **breakdowns** by gender pair, target-to-interferer
+ratio and mixture length (``--ref_lengths "[0.5, 1, 2, 4, 8]"`` adds the same items
+with their references cut shorter); ``--asr`` (PocketSphinx, or ``--asr MODEL_DIR``
+for a local speechbrain ASR model) adds WER/CER of target, mixture and estimate
+against ``TEST_DIR/transcripts.tsv`` or, where an item has none, the recogniser's
+output on the target; ``--absent`` scores a target-absent test dir (no targets; e.g.
+``make_mixtures.py --num_test_absent``): output energy re mixture, near-silent rate
+(``--silence_db``), presence score; ``--html N`` writes a listening page
+(``OUTPUT_FOLDER/listening/index.html``) with the N best, median and worst items.
+
+The whole test directory is checked before anything is scored, with the checks of
+``extract.py`` (missing counterparts; unreadable, stereo, empty or silent files; a
+mixture or reference shorter than the model takes; a target not at 16 kHz or of
+another length than its mixture): a bad file stops the run with one message listing
+every bad file, nothing written, unless ``--skip_bad`` is given, which skips them and
+anything the model refuses later. ``--save_dir`` and ``--output_folder`` are checked
+for writability before the first item. ``summary.json`` is written last, atomically,
+and only for a complete run; an interrupted run leaves none (a previous one is removed
+at the start).
+
+A failed estimate (all zero or non-finite) is not left out of the means: every
+metric of that item is scored at its floor (``modules.metrics.FLOORS``), and the
+table and ``summary.json`` say how many items failed.
+
+Exit status (every command-line tool of the project): 0 done, 2 bad input or usage
+(one line ``evaluate.py: error: FILE: problem``; a list of problems follows it for a
+bad test directory), 1 internal failure, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -25,18 +50,25 @@ import io
 import json
 import logging
 import math
-import re
 import sys
 from pathlib import Path
 
 import torch
-import yaml
-from hyperpyyaml import load_hyperpyyaml
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from modules.audio import AudioFileError, save_audio
-from modules.dataio import CustomDirDataset, Problem
+from modules.cli import (
+    BadInput,
+    check_device,
+    check_writable_dir,
+    is_inside,
+    load_hparams,
+    parse_hparams_args,
+    run_main,
+)
+from modules.dataio import MIX_DIR, REF_DIR, TARGET_DIR, CustomDirDataset, InputLimits, Problem
+from modules.evaluation_extras import ExtraEvaluation
 from modules.files import atomic_write_text
 from modules.metrics import METRICS, MetricSummary, compute_metrics
 
@@ -47,23 +79,16 @@ PATH_KEYS = ("test_dir", "save_dir", "model_dir", "output_folder")
 EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
 
 
-class UsageError(Exception):
-    """Bad command line or bad input: reported as one clean message, exit status 2."""
-
-
 class ItemRefused(Exception):
     """The model refused one item (e.g. a mixture shorter than its receptive field)."""
 
 
-class HelpRequested(Exception):
-    """``-h`` / ``--help``: show the usage and exit 0."""
-
-
 def parse_arguments(argv: list[str]) -> tuple[Path, dict]:
-    """Split ``hparams.yaml --key value ...`` into the yaml path and an overrides dict.
+    """Split ``hparams.yaml --key value ...`` into the yaml path and checked overrides.
 
     Values are read as YAML (``null``, ``true``, ``[a, b]``, numbers); a bare
-    ``--flag`` means ``True``. Path options always stay strings.
+    ``--flag`` means ``True``; path options stay strings. Unknown keys and values of
+    the wrong type are refused (see :func:`modules.cli.parse_hparams_args`).
 
     Example
     -------
@@ -71,68 +96,57 @@ def parse_arguments(argv: list[str]) -> tuple[Path, dict]:
     ...                  "--metrics=[si_sdr, pesq]"])
     (PosixPath('hparams/test.yaml'), {'test_dir': 'd', 'skip_bad': True, 'metrics': ['si_sdr', 'pesq']})
     """  # noqa: E501
-    if any(token in ("-h", "--help") for token in argv):
-        raise HelpRequested
-    if not argv:
-        raise UsageError(__doc__.split("Options")[0].strip())
-    if argv[0].startswith("--"):
-        raise UsageError("the hparams yaml file comes first: python evaluate.py "
-                         "hparams/test.yaml --test_dir DIR ...")
-    overrides: dict = {}
-    rest = list(argv[1:])
-    while rest:
-        token = rest.pop(0)
-        if not token.startswith("--") or token == "--":
-            raise UsageError(f"unexpected argument {token!r}: options are --key value")
-        key, has_value, value = token[2:].partition("=")
-        if not has_value:
-            if rest and not rest[0].startswith("--"):
-                value = rest.pop(0)
-            else:
-                value = "true"
-        if key in PATH_KEYS:
-            overrides[key] = None if value in ("null", "None", "") else value
-            continue
-        try:
-            overrides[key] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            overrides[key] = value
-    return Path(argv[0]), overrides
+    hparams_file, overrides, _ = parse_hparams_args(argv, __doc__, string_keys=PATH_KEYS)
+    return hparams_file, overrides
 
 
-def load_hparams(hparams_file: Path, overrides: dict) -> dict:
-    """Load the yaml with the overrides, turning every mistake into a :class:`UsageError`."""
-    if not hparams_file.is_file():
-        raise UsageError(f"hparams file {hparams_file} not found")
-    try:
-        with open(hparams_file) as fin:
-            hparams = load_hyperpyyaml(fin, overrides)
-    except KeyError as error:
-        match = re.match(r"Override '(.+)' not found in: \[(.*)\]", str(error.args[0]))
-        if match is None:
-            raise UsageError(f"{hparams_file}: {error}") from None
-        known = ", ".join(f"--{key.strip(chr(39))}" for key in match.group(2).split(", "))
-        raise UsageError(f"unknown option --{match.group(1)} (options: {known})") from None
-    except ValueError as error:
-        message = str(error)
-        if "PLACEHOLDER" in message:
-            key = message.split("'")[1] if "'" in message else message
-            raise UsageError(f"--{key} is required") from None
-        raise UsageError(f"{hparams_file}: {message}") from None
+def _metric_list(value) -> list[str]:
+    """``[si_sdr, pesq]``, ``si_sdr`` or ``si_sdr,pesq`` -> a list of metric names."""
+    if isinstance(value, str):
+        value = value.strip("[]").replace(",", " ").split()
+    if not isinstance(value, (list, tuple)) or not value:
+        raise BadInput(f"--metrics: expected a list such as [si_sdr, pesq], got {value!r}")
+    return [str(name).strip() for name in value]
+
+
+def load_hparams_checked(hparams_file: Path, overrides: dict) -> dict:
+    """Load the yaml with the overrides and check every option before any work."""
+    hparams = load_hparams(hparams_file, overrides)
+    hparams["metrics"] = _metric_list(hparams["metrics"])
     unknown = [name for name in hparams["metrics"] if name not in METRICS]
     if unknown:
-        raise UsageError(f"unknown metric(s) {unknown}: choose from {list(METRICS)}")
+        raise BadInput(f"--metrics: unknown metric(s) {', '.join(unknown)}; choose from "
+                       f"{', '.join(METRICS)}")
     if hparams["baseline"] is not None and hparams["baseline"] not in BASELINES:
-        raise UsageError(
+        raise BadInput(
             f"--baseline must be one of {', '.join(BASELINES)}, got {hparams['baseline']!r}"
         )
     if hparams["baseline"] is None and not hparams["model_dir"]:
-        raise UsageError("give --model_dir MODEL to score a model, or --baseline mixture|target")
+        raise BadInput("give --model_dir MODEL to score a model, or --baseline mixture|target")
     if hparams["baseline"] is not None and hparams["model_dir"]:
-        raise UsageError("give either --model_dir or --baseline, not both")
+        raise BadInput("give either --model_dir or --baseline, not both")
     if hparams["sample_rate"] != 16000:
-        raise UsageError("the metrics are defined at 16 kHz: sample_rate must be 16000")
+        raise BadInput("the metrics are defined at 16 kHz: sample_rate must be 16000")
+    check_device(str(hparams["device"]))
     return hparams
+
+
+def check_outputs(hparams: dict) -> None:
+    """Refuse a missing test directory, and output folders that cannot be written or
+    that lie inside the test data (before the model is loaded)."""
+    test_dir = Path(hparams["test_dir"])
+    if not test_dir.is_dir():
+        what = "is not a directory" if test_dir.exists() else "not found"
+        raise BadInput(f"{test_dir}: test directory {what}")
+    for option in ("save_dir", "output_folder"):
+        if not hparams[option]:
+            continue
+        folder = Path(hparams[option])
+        for inputs in (MIX_DIR, REF_DIR, TARGET_DIR):
+            if is_inside(folder, test_dir / inputs):
+                raise BadInput(f"{folder}: --{option} is inside the test directory's "
+                               f"{inputs}/: choose another folder")
+        check_writable_dir(folder, f"--{option}")
 
 
 def system_name(hparams: dict) -> str:
@@ -143,93 +157,104 @@ def system_name(hparams: dict) -> str:
 
 
 def make_estimator(hparams: dict):
-    """A function ``item -> est [T]`` for the baseline or the model of ``hparams``."""
+    """``(item -> (est [T], info), InputLimits)`` for the baseline or model of ``hparams``.
+
+    ``info`` is the extractor's (``energy_db`` before level matching,
+    ``presence_cosine``, ...) for a model, ``{}`` for a baseline.
+
+    A baseline takes what the default model limits allow, so a test directory is
+    checked the same way whatever is scored.
+    """
     if hparams["baseline"] == "mixture":
-        return lambda item: item["mix"]
+        return (lambda item: (item["mix"], {})), InputLimits()
     if hparams["baseline"] == "target":
-        return lambda item: item["target"]
+        return (lambda item: (item["target"], {})), InputLimits()
 
     model_dir = Path(hparams["model_dir"])
     if not model_dir.is_dir():
-        raise UsageError(f"model directory {model_dir} not found")
+        raise BadInput(f"{model_dir}: model directory not found")
     device = hparams["device"]
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device} asked for, but no CUDA device is available")
-    try:
-        from modules.inference import TargetSpeakerExtractor
-    except ImportError as error:
-        raise UsageError(f"cannot import the model API (modules.inference): {error}") from None
+    from modules.inference import TargetSpeakerExtractor
+
     try:
         extractor = TargetSpeakerExtractor.from_hparams(
             source=str(model_dir), savedir=str(model_dir), run_opts={"device": device}
         )
-    except (OSError, ValueError, KeyError, AudioFileError) as error:
-        raise UsageError(f"cannot load the model from {model_dir}: {error}") from None
+    except BadInput:
+        raise
+    except (OSError, ValueError, KeyError) as error:
+        raise BadInput(f"{model_dir}: cannot load the model ({error})") from None
 
     def estimate(item):
+        # The one inference path (whole or chunked, input level, output level, peak
+        # limit): exactly what extract.py gives users.
         try:
-            with torch.no_grad():
-                est = extractor.extract_batch(
-                    item["mix"][None].to(device), torch.ones(1), item["ref"][None].to(device),
-                    torch.ones(1),
-                )[0]
+            return extractor.extract(item["mix"], item["ref"], return_info=True)
         except ValueError as error:  # input the model cannot take, e.g. too short
             raise ItemRefused(str(error)) from None
-        # What extract.py gives users: the mixture's loudness, never clipping. The raw
-        # level is arbitrary (scale-invariant loss); every metric here ignores the scale.
-        return extractor.match_level(est.detach().cpu(), item["mix"])[0]
 
-    return estimate
+    return estimate, InputLimits.of(extractor)
 
 
 def _finite_or_none(value: float):
     return value if math.isfinite(value) else None
 
 
-def check_test_dir(hparams: dict) -> tuple[CustomDirDataset, list]:
+def check_test_dir(hparams: dict, limits: InputLimits) -> tuple[CustomDirDataset, list]:
     """Check the whole test directory; refuse it (one message) unless ``skip_bad``."""
     test_dir = Path(hparams["test_dir"])
-    if not test_dir.is_dir():
-        what = "is not a directory" if test_dir.exists() else "not found"
-        raise UsageError(f"test directory {test_dir} {what}")
-    dataset = CustomDirDataset(test_dir, hparams["sample_rate"])
+    dataset = CustomDirDataset(test_dir, hparams["sample_rate"], limits=limits)
     logger.info("Checking %d mixture(s) in %s", len(dataset), test_dir)
     problems = dataset.check()
     for note in dataset.notes:
         logger.info("notice: %s", note)
+    listing = "".join(f"\n  {problem}" for problem in problems)
     if problems and not hparams["skip_bad"]:
-        listing = "\n".join(f"  {problem}" for problem in problems)
-        raise UsageError(
-            f"{test_dir} has {len(problems)} problem(s); nothing was scored. Fix or remove "
-            f"these files, or rerun with --skip_bad to score the rest:\n{listing}"
+        raise BadInput(
+            f"{test_dir}: {len(problems)} problem(s); nothing was scored. Fix or remove "
+            f"these files, or rerun with --skip_bad to score the rest:{listing}"
         )
     if problems:
         dropped = dataset.drop_bad()
-        logger.warning("skipping %d bad item(s) (--skip_bad):%s", len(dropped),
-                       "".join(f"\n  {problem}" for problem in problems))
+        logger.warning("skipping %d bad item(s) (--skip_bad):%s", len(dropped), listing)
     if len(dataset) == 0:
-        listing = "".join(f"\n  {problem}" for problem in problems)
-        raise UsageError(f"{test_dir}: no usable triplets to evaluate{listing}")
-    if not dataset.has_targets:
+        raise BadInput(f"{test_dir}: no usable triplets to evaluate{listing}")
+    if hparams["absent"] and dataset.has_targets:
+        raise BadInput(f"{test_dir}: --absent is for test dirs without the reference speaker, "
+                       "so without targets/ (make_mixtures.py --num_test_absent writes one)")
+    if not dataset.has_targets and not hparams["absent"]:
         if not hparams["save_dir"]:
-            raise UsageError(
-                f"{test_dir} has no targets/ folder, so nothing can be scored: give "
-                "--save_dir DIR to save the estimates"
+            hint = (" (a target-absent test dir? add --absent)"
+                    if (test_dir.parent / f"{test_dir.name}.csv").is_file() else "")
+            raise BadInput(
+                f"{test_dir}: no targets/ folder, so nothing can be scored: give "
+                f"--save_dir DIR to save the estimates{hint}"
             )
         if hparams["baseline"] == "target":
-            raise UsageError(f"--baseline target needs {test_dir}/targets/")
+            raise BadInput(f"{test_dir}: --baseline target needs {test_dir}/targets/")
     return dataset, problems
+
+
+def _skip_or_refuse(hparams: dict, path: str, item_id: str, reason: str, problems: list):
+    """An item that fails during scoring: skipped with ``--skip_bad``, else the run stops."""
+    if not hparams["skip_bad"]:
+        raise BadInput(f"{path}: {reason}; no summary written. Rerun with --skip_bad to skip "
+                       "such items.")
+    logger.warning("skipping %s: %s", path, reason)
+    problems.append(Problem(path, reason, item_id))
 
 
 def evaluate(hparams: dict) -> dict:
     """Check, estimate, score and write the outputs; returns the summary dict."""
-    dataset, problems = check_test_dir(hparams)
-    estimate = make_estimator(hparams)
+    check_outputs(hparams)
+    estimate, limits = make_estimator(hparams)
+    dataset, problems = check_test_dir(hparams, limits)
     name = system_name(hparams)
     test_dir = Path(hparams["test_dir"])
     output_folder = Path(
         hparams["output_folder"] or Path("results", "eval", name, test_dir.resolve().name)
     )
+    check_writable_dir(output_folder, "--output_folder")
     summary_path = output_folder / "summary.json"
     csv_path = output_folder / "per_utterance.csv"
     # A summary left by an earlier run must not pass for this run's if it is interrupted.
@@ -237,35 +262,38 @@ def evaluate(hparams: dict) -> dict:
     csv_path.unlink(missing_ok=True)
     save_dir = Path(hparams["save_dir"]) if hparams["save_dir"] else None
     metrics = list(hparams["metrics"]) if dataset.has_targets else []
+    extras = ExtraEvaluation(hparams, test_dir, dataset.has_targets, refused=(ItemRefused,))
 
     scores = MetricSummary(metrics)
     problems = list(problems)
     processed = 0
     with logging_redirect_tqdm():
         for index in tqdm(range(len(dataset)), desc=f"{name}", unit="utt", file=sys.stderr):
-            item = dataset[index]
+            item_id = dataset.ids[index]
+            path = str(dataset.mix_paths[item_id])
             try:
-                est = estimate(item)
+                item = dataset[index]
+                est, info = estimate(item)
+            except AudioFileError as error:  # a file changed since the check
+                _skip_or_refuse(hparams, error.path, item_id, error.problem, problems)
+                continue
             except ItemRefused as error:
-                path = str(dataset.mix_paths[item["id"]])
-                if not hparams["skip_bad"]:
-                    raise UsageError(
-                        f"{path}: the model refused it ({error}); no summary written. "
-                        "Rerun with --skip_bad to skip such items."
-                    ) from None
-                logger.warning("skipping %s: the model refused it (%s)", path, error)
-                problems.append(Problem(path, f"refused by the model: {error}", item["id"]))
+                _skip_or_refuse(hparams, path, item_id, f"refused by the model: {error}",
+                                problems)
                 continue
             processed += 1
             if save_dir is not None:
                 save_audio(save_dir / f"{item['id']}-est.wav", est, hparams["sample_rate"])
+            item_scores = None
             if metrics:
-                scores.add(compute_metrics(
+                item_scores = compute_metrics(
                     est, item["target"], item["mix"], metrics, utt_id=item["id"]
-                ), utt_id=item["id"])
+                )
+                scores.add(item_scores, utt_id=item["id"])
+            extras.add(item, est, info, item_scores, estimate)
 
     if processed == 0:
-        raise UsageError(f"{test_dir}: every item was refused; no summary written")
+        raise BadInput(f"{test_dir}: every item was refused; no summary written")
     summary = {
         "complete": True,
         "test_dir": str(test_dir.resolve()),
@@ -274,6 +302,7 @@ def evaluate(hparams: dict) -> dict:
         "model_dir": str(Path(hparams["model_dir"]).resolve()) if hparams["model_dir"] else None,
         "items": processed,
         "scored": len(scores),
+        "failed": scores.failed_count(),
         "skipped": len({problem.item_id for problem in problems if problem.item_id}),
         "problems": [
             {"id": problem.item_id, "file": problem.path, "problem": problem.reason}
@@ -286,20 +315,59 @@ def evaluate(hparams: dict) -> dict:
         },
         "means": {metric: _finite_or_none(scores.mean(metric)) for metric in metrics},
         "save_dir": str(save_dir.resolve()) if save_dir else None,
-        "per_utterance_csv": str(csv_path.resolve()) if metrics else None,
+        "per_utterance_csv": str(csv_path.resolve()) if metrics or extras.columns else None,
+        **extras.summary(),
     }
-    if metrics:
+    if metrics or extras.columns:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["ID", *metrics], lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=["ID", *metrics, *extras.columns],
+                                lineterminator="\n")
         writer.writeheader()
-        for row in scores.rows:
-            writer.writerow({"ID": row["ID"], **{
-                name: f"{row.get(name, math.nan):.6f}" for name in metrics}})
+        ids = [row["ID"] for row in scores.rows] if metrics else list(extras.rows)
+        by_id = {row["ID"]: row for row in scores.rows}
+        for item_id in ids:
+            row = by_id.get(item_id, {})
+            writer.writerow({"ID": item_id, **{
+                name: f"{row.get(name, math.nan):.6f}" for name in metrics},
+                **{name: _csv_value(value) for name, value in extras.rows[item_id].items()}})
         atomic_write_text(csv_path, buffer.getvalue())
+    if hparams["html"]:
+        summary["listening_page"] = str(_write_page(hparams, dataset, estimate, scores,
+                                                    extras, summary, output_folder))
     atomic_write_text(summary_path, json.dumps(summary, indent=2) + "\n")
-    summary["_table"] = scores.format_table() if metrics else ""
+    table = scores.format_table() if metrics else ""
+    summary["_table"] = "\n\n".join(part for part in (table, extras.format_table()) if part)
     summary["_summary_path"] = str(summary_path)
     return summary
+
+
+def _csv_value(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:.6f}"
+    return str(value)
+
+
+def _write_page(hparams, dataset, estimate, scores, extras, summary, output_folder) -> Path:
+    """The listening page: estimates of the chosen items are computed again."""
+    index_of = {item_id: index for index, item_id in enumerate(dataset.ids)}
+
+    def signals(item_id):
+        item = dataset[index_of[item_id]]
+        return {"mixture": item["mix"], "reference": item["ref"],
+                "estimate": estimate(item)[0], "target": item.get("target")}
+
+    overview = {"system": summary["system"], "test dir": summary["test_dir"],
+                "items": summary["items"], "skipped": summary["skipped"],
+                **{f"mean {k}": v for k, v in summary["means"].items()},
+                **{f"{k} rate": v["rate"] for k, v in summary["failures"].items()}}
+    page = extras.write_page(output_folder / "listening", scores.rows, signals,
+                             int(hparams["html"]), overview)
+    logger.info("listening page: %s", page)
+    return page.resolve()
 
 
 def report(summary: dict) -> str:
@@ -309,40 +377,40 @@ def report(summary: dict) -> str:
         f"{summary['items'] + summary['skipped']} item(s) scored, "
         f"{summary['skipped']} skipped as bad",
     ]
+    if summary["failed"]:
+        lines.append(f"{summary['failed']} failed estimate(s) (all zero or non-finite) scored "
+                     "at the metric floors")
     if summary["_table"]:
         lines.append(summary["_table"])
-    else:
+    elif summary["save_dir"]:
         lines.append(f"No targets/: {summary['items']} estimate(s) saved, nothing scored")
     if summary["save_dir"]:
         lines.append(f"Estimates: {summary['save_dir']}")
     if summary["per_utterance_csv"]:
         lines.append(f"Per utterance: {summary['per_utterance_csv']}")
+    if summary.get("listening_page"):
+        lines.append(f"Listening page: {summary['listening_page']}")
     lines.append(f"Summary: {summary['_summary_path']}")
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the evaluation; returns the exit status (0 on success)."""
+def _main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("speechbrain").setLevel(logging.WARNING)
+    hparams_file, overrides = parse_arguments(argv)
+    hparams = load_hparams_checked(hparams_file, overrides)
     try:
-        hparams_file, overrides = parse_arguments(sys.argv[1:] if argv is None else argv)
-        hparams = load_hparams(hparams_file, overrides)
         summary = evaluate(hparams)
-    except HelpRequested:
-        sys.stdout.write(__doc__)
-        return 0
-    except UsageError as error:
-        logger.error("%s", error)
-        return EXIT_BAD_INPUT
-    except AudioFileError as error:  # a file changed between the check and its use
-        logger.error("bad audio file %s; no summary written", error)
-        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         logger.error("interrupted: no summary written")
         return EXIT_INTERRUPTED
     print(report(summary))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the evaluation; returns the exit status (0 done, 2 bad input, 1 internal failure)."""
+    return run_main(_main, argv, prog="evaluate.py")
 
 
 if __name__ == "__main__":
