@@ -41,7 +41,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import shutil
 import sys
 import tarfile
@@ -51,7 +50,7 @@ import urllib.request
 from pathlib import Path
 
 from modules.cli import EXIT_BAD_INPUT, EXIT_FAILURE, ArgumentParser, is_inside, run_main
-from modules.files import atomic_path, replace_dir
+from modules.files import atomic_path, new_dir_beside, replace_dir
 
 logger = logging.getLogger("download_model")
 
@@ -272,20 +271,9 @@ def _model_root(folder: Path) -> Path:
     )
 
 
-def _new_dir_beside(dest: Path, tag: str) -> Path:
-    """A new empty folder next to ``dest`` with the normal mode (not mkdtemp's 0700)."""
-    while True:
-        path = dest.parent / f".{dest.name}.{tag}-{secrets.token_hex(4)}"
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-
-
 def unpack(archive: Path, dest: Path, stamp: dict) -> Path:
     """Unpack a model archive into ``dest`` through a temporary folder."""
-    tmp = _new_dir_beside(dest, "unpack")
+    tmp = new_dir_beside(dest, "unpack")
     try:
         try:
             with tarfile.open(archive, "r:*") as tar:

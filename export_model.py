@@ -33,20 +33,26 @@ After export every graph is run on inputs of other lengths than the traced
 ones (white noise, or ``--check_mix`` / ``--check_ref`` files) and compared
 with the PyTorch model; a difference above ``--tolerance`` (relative to the
 output peak) is an error and nothing is left at ``--out``.
+
+Exit status (every command-line tool of the project): 0 done, 2 bad input or
+usage (model directory, check files, an ``--out`` that is a file or cannot be
+written: checked before the model is loaded; one line
+``export_model.py: error: ...``), 1 failure (an export that does not match the
+model, a bug).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
+
+from modules.cli import ArgumentParser, BadInput, check_writable_dir, is_inside, run_main
 
 logger = logging.getLogger("export_model")
 
@@ -90,6 +96,10 @@ class ExtractWrapper(torch.nn.Module):
 
     def forward(self, mix: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         return self.model.extract(mix, emb)["est"]
+
+
+class ExportMismatch(Exception):
+    """An exported graph that does not compute what the PyTorch model computes."""
 
 
 GRAPHS = {
@@ -145,7 +155,7 @@ def check_exports(model, paths: dict, check: dict, tolerance: float) -> dict[str
 
     Raises
     ------
-    ValueError
+    ExportMismatch
         A graph differs from the PyTorch model by more than ``tolerance``.
     """
     errors = {}
@@ -165,7 +175,7 @@ def check_exports(model, paths: dict, check: dict, tolerance: float) -> dict[str
             feeds = {key: value.numpy() for key, value in zip(inputs, args, strict=True)}
             got = torch.from_numpy(session.run(None, feeds)[0])
         if got.shape != expected.shape:
-            raise ValueError(
+            raise ExportMismatch(
                 f"{path.name}: output shape {tuple(got.shape)} for inputs "
                 f"{[tuple(a.shape) for a in args]}, expected {tuple(expected.shape)}"
             )
@@ -173,7 +183,7 @@ def check_exports(model, paths: dict, check: dict, tolerance: float) -> dict[str
         error = float((got - expected).abs().max()) / scale
         errors[path.name] = error
         if error > tolerance:
-            raise ValueError(
+            raise ExportMismatch(
                 f"{path.name} differs from the PyTorch model by {error:.2e} (relative to the "
                 f"peak) at input lengths {[a.shape[-1] for a in args]} (tolerance {tolerance:g})"
             )
@@ -204,7 +214,8 @@ def export_model(
     The graphs are written to a temporary directory, checked, then moved to
     ``out`` (replacing it), so a failed export leaves nothing behind.
     """
-    from modules.inference import TargetSpeakerExtractor, replace_dir
+    from modules.files import new_dir_beside, replace_dir
+    from modules.inference import TargetSpeakerExtractor
 
     extractor = TargetSpeakerExtractor.from_hparams(source=model_dir, run_opts={"device": "cpu"})
     model = extractor.model.eval()
@@ -222,8 +233,7 @@ def export_model(
     check = _inputs(model, check_mix_wav, check_ref_wav)
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    tmp = new_dir_beside(out, "tmp")
     try:
         paths = {}
         if "torchscript" in formats:
@@ -262,9 +272,8 @@ def export_model(
     return info
 
 
-def main(argv=None) -> int:
-    """Command-line entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def _main(argv) -> int:
+    parser = ArgumentParser(prog="export_model.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_dir", required=True, help="model directory to export")
     parser.add_argument("--out", required=True, help="output directory (replaced)")
     parser.add_argument(
@@ -281,16 +290,31 @@ def main(argv=None) -> int:
             lambda record: record.levelno >= logging.WARNING
             or not record.name.startswith("speechbrain")
         )
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"{out}: --out exists and is not a directory")
+    if is_inside(out, args.model_dir) or is_inside(args.model_dir, out):
+        raise BadInput(f"{out}: --out would replace or lie inside the model directory "
+                       f"{args.model_dir}: choose another folder")
+    check_writable_dir(out.parent, "--out")
+    for path in (args.check_mix, args.check_ref):
+        if path is not None and not Path(path).is_file():
+            raise BadInput(f"{path}: file not found")
     try:
         info = export_model(
             args.model_dir, args.out, args.format, args.check_mix, args.check_ref, args.tolerance
         )
-    except (ValueError, OSError) as error:
-        print(f"export_model.py: error: {str(error).strip().splitlines()[0]}", file=sys.stderr)
+    except ExportMismatch as error:
+        print(f"export_model.py: error: {error}; nothing written", file=sys.stderr)
         return 1
     worst = max(info["max_relative_error"].values(), default=0.0)
     print(f"wrote {', '.join(info['files'])} to {args.out} (max relative error {worst:.1e})")
     return 0
+
+
+def main(argv=None) -> int:
+    """Command-line entry point; returns the exit status (0 done, 2 bad input, 1 failure)."""
+    return run_main(_main, argv, prog="export_model.py")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""Atomic writes: every file the project writes (audio, manifests, speakers.json,
+"""Files and folders: atomic writes, atomic folder replacement, and the error for a bad path.
+
+Atomic writes: every file the project writes (audio, manifests, speakers.json,
 mixing_params.yaml, evaluation summaries, release archives) goes through
 :func:`atomic_path`, so a reader never sees a half-written file and the file gets
 the normal mode of a new file (``0666`` less the umask, like ``open``), not the
@@ -18,8 +20,32 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from modules.cli import BadInput
+
+
+class FileError(BadInput):
+    """A file or folder that cannot be used: ``path`` and ``problem``, message ``path: problem``.
+
+    The one implementation behind :class:`modules.audio.AudioFileError` and
+    :class:`modules.model_dir.ModelDirError` (subclasses that only name the kind of
+    file). A :class:`~modules.cli.BadInput`: command-line tools report it in one line.
+
+    Example
+    -------
+    >>> error = FileError("x.wav", "file not found")
+    >>> str(error), error.path, error.problem
+    ('x.wav: file not found', 'x.wav', 'file not found')
+    """
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
 
 
 @contextlib.contextmanager
@@ -86,3 +112,61 @@ def atomic_write_text(path, text: str) -> None:
     """
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as stream:
         stream.write(text)
+
+
+def replace_dir(src, dest) -> None:
+    """Move directory ``src`` to ``dest``, replacing ``dest`` if it exists.
+
+    The old ``dest`` is renamed aside first and restored if the final rename
+    fails, so ``dest`` is always either the old or the new complete directory
+    (apart from the instant between the two renames). Both must be on one file
+    system (put ``src`` beside ``dest``).
+
+    Example
+    -------
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> (root / "new").mkdir(); _ = (root / "new" / "a.txt").write_text("new")
+    >>> (root / "dest").mkdir(); _ = (root / "dest" / "b.txt").write_text("old")
+    >>> replace_dir(root / "new", root / "dest")
+    >>> sorted(p.name for p in root.iterdir()), (root / "dest" / "a.txt").read_text()
+    (['dest'], 'new')
+    """
+    src, dest = Path(src), Path(dest)
+    if not dest.exists():
+        os.replace(src, dest)
+        return
+    old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old-"))
+    os.rmdir(old)
+    os.replace(dest, old)
+    try:
+        os.replace(src, dest)
+    except BaseException:
+        os.replace(old, dest)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def new_dir_beside(dest, tag: str) -> Path:
+    """A new empty folder next to ``dest`` for building it, with the normal mode.
+
+    Unlike ``tempfile.mkdtemp`` (mode 0700), the folder gets ``mkdir``'s mode
+    (0777 less the umask), so a folder renamed into place from it is readable by others.
+
+    Example
+    -------
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> tmp = new_dir_beside(root / "model", "tmp")
+    >>> tmp.parent == root, tmp.name.startswith(".model.tmp-"), list(tmp.iterdir())
+    (True, True, [])
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        path = dest.parent / f".{dest.name}.{tag}-{secrets.token_hex(4)}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from modules.audio import load_audio
-from modules.inference import TINY_ARCHITECTURE, TargetSpeakerExtractor, write_model_dir
+from modules.inference import TargetSpeakerExtractor
+from modules.model_dir import write_model_dir
 from modules.spex_plus import SpExPlus
 
 pytestmark = pytest.mark.slow
@@ -21,11 +22,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, tiny_args):
     root = tmp_path_factory.mktemp("export")
     torch.manual_seed(0)
-    arch = dict(TINY_ARCHITECTURE, num_speakers=2)
-    write_model_dir(SpExPlus(**arch), root / "model", arch)
+    write_model_dir(SpExPlus(**tiny_args, num_speakers=2), root / "model")
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "export_model.py"), "--model_dir", str(root / "model"),
          "--out", str(root / "export")],
@@ -77,5 +77,5 @@ def test_export_bad_model_dir(tmp_path):
          "--out", str(tmp_path / "out")],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "model directory not found" in result.stderr and not (tmp_path / "out").exists()
