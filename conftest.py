@@ -28,3 +28,11 @@ def ci_tiny(shared_data) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} not found: set TSE_SHARED_DATA to a folder holding ci_tiny/")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_args() -> dict:
+    """Constructor arguments of ``tiny.yaml``'s SpEx+ (sizes written once, in that file)."""
+    from modules.model_dir import model_args_from_hparams
+
+    return model_args_from_hparams(REPO_ROOT / "recipes" / "LibriMix-TSE" / "hparams" / "tiny.yaml")

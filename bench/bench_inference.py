@@ -11,8 +11,9 @@
    small is good). Without ``--test_dir`` a directory of 8-12 s two-speaker
    mixtures is made from ``ci_tiny`` (``$TSE_SHARED_DATA`` or ``../shared/data``).
 2. **Peak memory.** For each of ``--memory_minutes`` a fresh subprocess loads
-   the model, makes a mixture of that length and runs ``extract_long``
-   (whole waveform in memory) or a ``StreamingExtractor`` fed 1 s blocks
+   the model, makes a mixture of that length and runs ``extract`` chunked
+   (whole waveform in memory, as users get it: with the level matching) or a
+   ``StreamingExtractor`` fed 1 s blocks
    (``--memory_modes``); it reports its peak resident memory during the
    processing (``VmHWM`` after resetting it through ``/proc/self/clear_refs``;
    ``ru_maxrss`` elsewhere) and the increase over the memory in use after
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import resource
 import subprocess
@@ -49,19 +51,22 @@ if str(REPO_ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
+from modules.audio import SAMPLE_RATE as SR  # noqa: E402
+
 logger = logging.getLogger("bench_inference")
-SR = 16000
 
 
 def load_extractor(model_dir=None, arch="default", device="cpu", seed=0):
     """The extractor of ``model_dir``, or a SpEx+ with random weights."""
-    from modules.inference import TINY_ARCHITECTURE, TargetSpeakerExtractor
+    from modules.inference import TargetSpeakerExtractor
+    from modules.model_dir import model_args_from_hparams
     from modules.spex_plus import SpExPlus
 
     if model_dir:
         return TargetSpeakerExtractor.from_hparams(model_dir, run_opts={"device": device})
     torch.manual_seed(seed)
-    model = SpExPlus(**(TINY_ARCHITECTURE if arch == "tiny" else {})).eval()
+    tiny = REPO_ROOT / "recipes" / "LibriMix-TSE" / "hparams" / "tiny.yaml"
+    model = SpExPlus(**(model_args_from_hparams(tiny) if arch == "tiny" else {})).eval()
     return TargetSpeakerExtractor.from_model(model, run_opts={"device": device})
 
 
@@ -131,10 +136,22 @@ def make_test_dir(ci_tiny: Path, dest: Path, items: int) -> Path:
     return dest
 
 
+def extract_with(extractor, mix, ref, **settings):
+    """``extractor.extract(mix, ref)`` with some settings (``max_whole_seconds``, ...) changed."""
+    saved = {key: getattr(extractor, key) for key in settings}
+    try:
+        for key, value in settings.items():
+            setattr(extractor, key, value)
+        return extractor.extract(mix, ref)
+    finally:
+        for key, value in saved.items():
+            setattr(extractor, key, value)
+
+
 def chunking_loss(extractor, test_dir: Path, chunks, hop_ratio: float, limit=None) -> dict:
     """Per chunk length: mean SI-SDR of chunked vs whole, and loss vs the targets."""
     from modules.dataio import CustomDirDataset
-    from modules.metrics import si_sdr
+    from modules.metrics import si_sdr_graded
 
     dataset = CustomDirDataset(test_dir)
     problems = dataset.check()
@@ -148,15 +165,15 @@ def chunking_loss(extractor, test_dir: Path, chunks, hop_ratio: float, limit=Non
         item = dataset[index]
         mix, ref, target = item["mix"], item["ref"], item["target"]
         durations.append(mix.numel() / SR)
-        whole = extractor.extract_batch(mix[None], None, ref[None])[0]
-        whole_score = si_sdr(whole, target) if target is not None else None
+        whole = extract_with(extractor, mix, ref, max_whole_seconds=math.inf)
+        whole_score = si_sdr_graded(whole, target) if target is not None else None
         whole_scores.append(whole_score)
         for chunk in chunks:
-            est = extractor.extract_long(mix, ref, chunk_seconds=chunk,
-                                         hop_seconds=chunk * hop_ratio)
-            rows[chunk]["si_sdr_vs_whole"].append(si_sdr(est, whole))
+            est = extract_with(extractor, mix, ref, max_whole_seconds=0.0, chunk_seconds=chunk,
+                               hop_seconds=chunk * hop_ratio)
+            rows[chunk]["si_sdr_vs_whole"].append(si_sdr_graded(est, whole))
             if target is not None:
-                rows[chunk]["si_sdr_loss"].append(whole_score - si_sdr(est, target))
+                rows[chunk]["si_sdr_loss"].append(whole_score - si_sdr_graded(est, target))
         logger.info("%s done (%.1f s)", item["id"], durations[-1])
 
     def mean(values):
@@ -184,7 +201,7 @@ def memory_case(args) -> dict:
     torch.set_num_threads(max(1, args.threads))
     extractor = load_extractor(args.model_dir, args.arch, args.device)
     ref = 0.1 * torch.randn(3 * SR, generator=torch.Generator().manual_seed(1))
-    extractor.embed(ref)  # warm up
+    extractor.presence_score(ref, ref)  # warm up
     peak_reset = reset_peak()
     after_model = current_mb() if peak_reset else rss_mb()
     samples = int(args._memory_minutes * 60 * SR)
@@ -192,7 +209,8 @@ def memory_case(args) -> dict:
     start = time.perf_counter()
     if args._memory_mode == "long":
         mix = block.repeat(samples // SR + 1)[:samples]
-        est = extractor.extract_long(mix, ref, args.memory_chunk, args.memory_chunk / 2)
+        est = extract_with(extractor, mix, ref, max_whole_seconds=0.0,
+                           chunk_seconds=args.memory_chunk, hop_seconds=args.memory_chunk / 2)
         produced = est.numel()
     else:
         stream = extractor.stream(ref, args.memory_chunk, args.memory_chunk / 2)

@@ -35,7 +35,7 @@ Each manifest row is a mixture of a target speaker A and an interferer B.
    :class:`mixing.mixers.Mixer` (0 dB, ``--lufs``, ``length_mode="min"``) and
    extracted with A's reference: A is absent. Compared with the target-present case
    (``out_A`` of part 1, every item): the output energy relative to the mixture in dB
-   (:func:`modules.inference.energy_ratio_db`) and the presence score
+   (:func:`modules.levels.energy_ratio_db`) and the presence score
    (:meth:`TargetSpeakerExtractor.presence_score`: cosine similarity of the speaker
    embeddings of the estimate and of A's reference). Each score's ROC AUC for
    separating present (positive) from absent is computed by ranking (Mann-Whitney U
@@ -76,12 +76,11 @@ from tqdm import tqdm  # noqa: E402
 from mixing.mixers import LoudnessError, Mixer, db_to_gain, loudness  # noqa: E402
 from mixing.online import load_speakers_json  # noqa: E402
 from mixing.references import MIN_SEGMENT_SAMPLES, Segment, read_segment  # noqa: E402
-from modules.audio import AudioFileError, load_audio  # noqa: E402
-from modules.metrics import si_sdr  # noqa: E402
+from modules.audio import SAMPLE_RATE, AudioFileError, load_audio  # noqa: E402
+from modules.metrics import si_sdr_graded  # noqa: E402
 
 logger = logging.getLogger("conditioning_presence")
 
-SAMPLE_RATE = 16000
 EXIT_BAD_INPUT = 2
 REQUIRED_COLUMNS = (
     "ID", "mix_wav", "ref_wav", "target_wav", "target_speaker", "interferer_speaker",
@@ -343,15 +342,13 @@ def _json_safe(value):
 # --------------------------------------------------------------------------------------
 
 
-def extract(tse, mix: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """One whole-utterance extraction ``[T]`` (``extract_batch`` with a batch of one)."""
-    return tse.extract_batch(mix[None], None, ref[None], None)[0]
+def extract(tse, mix: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """One extraction ``[T]`` as users get it, with its info (energy, presence score)."""
+    return tse.extract(mix, ref, return_info=True)
 
 
 def evaluate_item(tse, row: dict, index: int, speakers, args, mixer: Mixer) -> dict:
     """Both parts for one manifest row; the per-item record."""
-    from modules.inference import energy_ratio_db
-
     mix, target, ref_a = (
         load_audio(row[key], SAMPLE_RATE)[0] for key in ("mix_wav", "target_wav", "ref_wav")
     )
@@ -369,9 +366,9 @@ def evaluate_item(tse, row: dict, index: int, speakers, args, mixer: Mixer) -> d
         "interferer_signal": "rebuilt from interferer_file" if _is_noisy(row) else "mix - target",
     }
 
-    out_a = extract(tse, mix, ref_a)
-    record["energy_db_present"] = energy_ratio_db(out_a, mix)
-    record["presence_present"] = tse.presence_score(out_a, ref_a)
+    out_a, info_a = extract(tse, mix, ref_a)
+    record["energy_db_present"] = info_a["energy_db"]
+    record["presence_present"] = info_a["presence_cosine"]
 
     # 1. conditioning: the same mixture with a reference of the interferer
     used = Segment(
@@ -389,13 +386,13 @@ def evaluate_item(tse, row: dict, index: int, speakers, args, mixer: Mixer) -> d
         record["interferer_ref"] = None
     else:
         ref_b, piece = drawn
-        out_b = extract(tse, mix, ref_b)
-        mix_vs_a, mix_vs_b = si_sdr(mix, target), si_sdr(mix, interferer)
+        out_b = extract(tse, mix, ref_b)[0]
+        mix_vs_a, mix_vs_b = si_sdr_graded(mix, target), si_sdr_graded(mix, interferer)
         scores = {
-            "si_sdr_outA_A": si_sdr(out_a, target),
-            "si_sdr_outA_B": si_sdr(out_a, interferer),
-            "si_sdr_outB_B": si_sdr(out_b, interferer),
-            "si_sdr_outB_A": si_sdr(out_b, target),
+            "si_sdr_outA_A": si_sdr_graded(out_a, target),
+            "si_sdr_outA_B": si_sdr_graded(out_a, interferer),
+            "si_sdr_outB_B": si_sdr_graded(out_b, interferer),
+            "si_sdr_outB_A": si_sdr_graded(out_b, target),
         }
         record.update(
             interferer_ref=piece.to_dict(),
@@ -404,7 +401,7 @@ def evaluate_item(tse, row: dict, index: int, speakers, args, mixer: Mixer) -> d
             si_sdri_outB_B=scores["si_sdr_outB_B"] - mix_vs_b,
             outA_closer_to_A=scores["si_sdr_outA_A"] > scores["si_sdr_outA_B"],
             outB_closer_to_B=scores["si_sdr_outB_B"] > scores["si_sdr_outB_A"],
-            si_sdr_outB_vs_outA=si_sdr(out_b, out_a),
+            si_sdr_outB_vs_outA=si_sdr_graded(out_b, out_a),
             outputs_identical=bool(torch.equal(out_a, out_b)),
         )
 
@@ -424,13 +421,13 @@ def evaluate_item(tse, row: dict, index: int, speakers, args, mixer: Mixer) -> d
         record["third_speaker"] = None
     else:
         absent_mix, third, segment = absent
-        out_absent = extract(tse, absent_mix, ref_a)
+        info_absent = extract(tse, absent_mix, ref_a)[1]
         record.update(
             third_speaker=third,
             third_segment=segment.to_dict(),
             absent_duration_s=absent_mix.shape[-1] / SAMPLE_RATE,
-            energy_db_absent=energy_ratio_db(out_absent, absent_mix),
-            presence_absent=tse.presence_score(out_absent, ref_a),
+            energy_db_absent=info_absent["energy_db"],
+            presence_absent=info_absent["presence_cosine"],
         )
     return record
 

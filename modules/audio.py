@@ -28,23 +28,19 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from modules.cli import BadInput
-from modules.files import atomic_path
+from modules.files import FileError, atomic_path
 
+#: The sample rate of every model, metric and mixture of the project (Hz): the one
+#: definition, imported wherever a rate is needed.
 SAMPLE_RATE = 16000
 
 
-class AudioFileError(BadInput):
-    """A file that cannot be used, with the file and the problem in the message.
+class AudioFileError(FileError):
+    """An audio file that cannot be used (``path``, ``problem``; see :class:`FileError`).
 
     A :class:`~modules.cli.BadInput` (a ``ValueError``): the command-line tools report it
     in one line and exit with status 2.
     """
-
-    def __init__(self, path, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
 
 
 def load_audio(
@@ -124,17 +120,23 @@ def save_audio(path, wav: torch.Tensor, sample_rate: int = SAMPLE_RATE, subtype=
     if wav.dim() != 1:
         raise ValueError(f"save_audio expects a [T] waveform, got shape {tuple(wav.shape)}")
     with atomic_path(path) as tmp:
-        sf.write(tmp, wav.numpy(), sample_rate, subtype=subtype, format=_format(path))
+        sf.write(tmp, wav.numpy(), sample_rate, subtype=subtype, format=audio_format(path))
 
 
-def _format(path: Path) -> str:
+def audio_format(path) -> str:
     """The libsndfile format of an output path, from its suffix.
+
+    Example
+    -------
+    >>> audio_format("est.wav"), audio_format("x/est.FLAC")
+    ('WAV', 'FLAC')
 
     Raises
     ------
     AudioFileError
         A suffix libsndfile cannot write.
     """
+    path = Path(path)
     name = path.suffix.lstrip(".").upper()
     if name not in sf.available_formats():
         raise AudioFileError(path, f"unknown audio format {path.suffix!r} (use .wav or .flac)")

@@ -48,13 +48,13 @@ Example
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
 from modules.audio import SAMPLE_RATE, AudioFileError, load_audio
+from modules.levels import rms_dbfs
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +101,7 @@ class InputLimits(NamedTuple):
             return (f"{what} is {wav.shape[-1] / sample_rate:.3f} s long; at least "
                     f"{minimum / sample_rate:.3f} s ({minimum} samples at {sample_rate} Hz) "
                     "is needed")
-        rms = float(wav.double().square().mean().sqrt())
-        level = 20 * math.log10(rms) if rms > 0 else -math.inf
+        level = rms_dbfs(wav)
         if level < self.silence_dbfs:
             return f"{what} is silent (RMS {level:.1f} dBFS < {self.silence_dbfs} dBFS)"
         return None

@@ -4,7 +4,7 @@ Example
 -------
 >>> import torch
 >>> target = torch.randn(2, 800)
->>> bool((si_sdr(target, target) > 60).all())
+>>> bool((batch_si_sdr(target, target) > 60).all())
 True
 """
 
@@ -47,17 +47,19 @@ def length_mask(lengths: torch.Tensor | None, num_samples: int, like: torch.Tens
     return mask.to(like.dtype)
 
 
-def si_sdr(
+def batch_si_sdr(
     est: torch.Tensor,
     target: torch.Tensor,
     lengths: torch.Tensor | None = None,
     zero_mean: bool = True,
     eps: float = 1e-8,
 ) -> torch.Tensor:
-    """Scale-invariant SDR in dB of each item, counting only the valid samples.
+    """Scale-invariant SDR in dB of each item of a padded batch (the training convention).
 
-    Samples past each item's length are masked out before the means and the
-    energies, so their values do not matter. The inputs are not modified.
+    Zero-mean by default, unlike the graded number
+    (:func:`modules.metrics.si_sdr_graded`, no mean removed). Samples past each
+    item's length are masked out before the means and the energies, so their
+    values do not matter. The inputs are not modified.
 
     Arguments
     ---------
@@ -82,12 +84,12 @@ def si_sdr(
     >>> import torch
     >>> target = torch.randn(2, 1000)
     >>> est = target + 0.1 * torch.randn(2, 1000)
-    >>> si_sdr(est, target, torch.tensor([1.0, 0.5])).shape
+    >>> batch_si_sdr(est, target, torch.tensor([1.0, 0.5])).shape
     torch.Size([2])
     """
     if est.shape != target.shape or est.dim() != 2:
         raise ValueError(
-            f"si_sdr expects est and target of the same [B, T] shape, got "
+            f"batch_si_sdr expects est and target of the same [B, T] shape, got "
             f"{tuple(est.shape)} and {tuple(target.shape)}"
         )
     # [B] -> [B, T]
@@ -187,7 +189,7 @@ class SpExPlusLoss(nn.Module):
         flat_target = target.unsqueeze(1).expand(-1, num_scales, -1).reshape(flat_est.shape)
         flat_lens = None if lengths is None else lengths.repeat_interleave(num_scales)
         # [B * S] -> [B, S]
-        scores = si_sdr(flat_est, flat_target, flat_lens).view(batch, num_scales)
+        scores = batch_si_sdr(flat_est, flat_target, flat_lens).view(batch, num_scales)
         weights = torch.tensor(self.scale_weights, dtype=scores.dtype, device=scores.device)
         # [B, S] -> scalar
         loss = -(scores * weights).sum(dim=1).mean()

@@ -5,7 +5,7 @@ Every number here is the number a user of the toolkit is graded with:
 * ``si_sdr``: :class:`torchmetrics.audio.ScaleInvariantSignalDistortionRatio` with its
   defaults (``zero_mean=False``), in dB.
 * ``si_sdr_zero_mean``: the same with ``zero_mean=True`` (the convention of most papers).
-* ``si_sdri``: SI-SDR improvement, ``si_sdr(est, target) - si_sdr(mix, target)``, both
+* ``si_sdri``: SI-SDR improvement, ``si_sdr_graded(est, target) - si_sdr_graded(mix, target)``, both
   with the graded (``zero_mean=False``) definition.
 * ``pesq``: :class:`torchmetrics.audio.PerceptualEvaluationSpeechQuality` at 16 kHz,
   wide band (range about -0.5 to 4.64).
@@ -128,22 +128,24 @@ def match_length(est: torch.Tensor, length: int) -> torch.Tensor:
     return F.pad(est, (0, length - est.shape[-1]))
 
 
-def si_sdr(est: torch.Tensor, target: torch.Tensor, zero_mean: bool = False) -> float:
-    """SI-SDR in dB of a ``[T]`` estimate against a ``[T]`` target (torchmetrics).
+def si_sdr_graded(est: torch.Tensor, target: torch.Tensor, zero_mean: bool = False) -> float:
+    """SI-SDR in dB of a ``[T]`` estimate against a ``[T]`` target, as graded (torchmetrics).
 
-    ``zero_mean=False`` is the torchmetrics default and the graded number.
+    ``zero_mean=False`` (no mean removed) is the torchmetrics default and the graded
+    number. Not the training loss's SI-SDR: :func:`modules.losses.batch_si_sdr` is
+    zero-mean by default, batched and padding-aware.
 
     Example
     -------
     >>> t = torch.sin(torch.arange(8000) / 5.0)
-    >>> round(si_sdr(t + 0.1 * torch.cos(torch.arange(8000) / 3.0), t), 1)
+    >>> round(si_sdr_graded(t + 0.1 * torch.cos(torch.arange(8000) / 3.0), t), 1)
     20.0
     """
     return float(scale_invariant_signal_distortion_ratio(est, target, zero_mean=zero_mean))
 
 
 def si_sdri(est: torch.Tensor, target: torch.Tensor, mix: torch.Tensor) -> float:
-    """SI-SDR improvement in dB: ``si_sdr(est, target) - si_sdr(mix, target)``.
+    """SI-SDR improvement in dB: ``si_sdr_graded(est, target) - si_sdr_graded(mix, target)``.
 
     Example
     -------
@@ -151,7 +153,7 @@ def si_sdri(est: torch.Tensor, target: torch.Tensor, mix: torch.Tensor) -> float
     >>> si_sdri(t, t, t)
     0.0
     """
-    return si_sdr(est, target) - si_sdr(mix, target)
+    return si_sdr_graded(est, target) - si_sdr_graded(mix, target)
 
 
 def _guarded(name: str, function, utt_id: str | None) -> float:
@@ -263,24 +265,24 @@ def compute_metrics(
                        failure)
         floors = {name: FLOORS.get(name) for name in metrics}
         if "si_sdri" in metrics:
-            floors["si_sdri"] = FLOORS["si_sdr"] - si_sdr(mix, target)
+            floors["si_sdri"] = FLOORS["si_sdr"] - si_sdr_graded(mix, target)
         return Scores(floors, failure=failure, floored=metrics)
 
     scores = Scores()
     for name in metrics:
         if name == "si_sdr":
-            scores[name] = si_sdr(est, target)
+            scores[name] = si_sdr_graded(est, target)
         elif name == "si_sdr_zero_mean":
-            scores[name] = si_sdr(est, target, zero_mean=True)
+            scores[name] = si_sdr_graded(est, target, zero_mean=True)
         elif name == "si_sdri":
-            est_si_sdr = scores["si_sdr"] if "si_sdr" in scores else si_sdr(est, target)
-            scores[name] = est_si_sdr - si_sdr(mix, target)
+            est_si_sdr = scores["si_sdr"] if "si_sdr" in scores else si_sdr_graded(est, target)
+            scores[name] = est_si_sdr - si_sdr_graded(mix, target)
         elif name == "pesq":
             scores[name] = pesq(est, target, utt_id)
         elif name == "stoi":
             scores[name] = stoi(est, target, utt_id)
         if not math.isfinite(scores[name]):
-            floor = (FLOORS["si_sdr"] - si_sdr(mix, target)) if name == "si_sdri" \
+            floor = (FLOORS["si_sdr"] - si_sdr_graded(mix, target)) if name == "si_sdri" \
                 else FLOORS[name]
             logger.warning("%s undefined%s: scored at its floor %.2f", name, where, floor)
             scores[name] = floor

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modules.dvector import DVectorEncoder
+from modules.init_args import records_init_args
 from modules.losses import length_mask
 from modules.norms import ChannelLayerNorm
 from modules.tcn import TCNStack
@@ -352,6 +353,7 @@ class SpExPlus(nn.Module):
     torch.Size([1, 777])
     """
 
+    @records_init_args  # model directories are written from the model (modules.model_dir)
     def __init__(
         self,
         n_filters: int = 256,
@@ -443,6 +445,9 @@ class SpExPlus(nn.Module):
         #: convolutions (gLN aside): ``(frames - 1) * stride + L3``. 41,120 samples
         #: (2.57 s) for the defaults.
         self.receptive_field = (tcn_frames - 1) * self.stride + long_kernel
+        #: Shortest mixture (samples) inference accepts: one window of the longest
+        #: encoder filter.
+        self.min_input_samples = long_kernel
         #: Shortest reference (samples) that fills one frame after the
         #: speaker encoder's max-pools; shorter references are zero-padded to it.
         self.min_reference_length = short_kernel

@@ -26,8 +26,8 @@ from torch.nn.parallel import DistributedDataParallel
 from mixing.make_mixtures import find_noise_files
 from mixing.online import OnlineMixer, load_speakers_json
 from modules.dataio import manifest_dataset
-from modules.inference import write_model_dir
 from modules.metrics import MetricSummary, compute_metrics
+from modules.model_dir import write_model_dir
 from modules.plots import log_examples, plot_train_log
 
 logger = logging.getLogger(__name__)
@@ -240,8 +240,7 @@ def main(argv):
         plot_train_log(hparams["train_log"], f"{hparams['output_folder']}/curves.png")
         write_model_dir(
             brain.modules.model,  # write_model_dir unwraps DDP
-            hparams["model_dir"],
-            architecture=hparams["architecture"],
+            hparams["model_dir"],  # architecture: what the model recorded when built
             train_hparams_path=f"{hparams['output_folder']}/hyperparams.yaml",
             metrics={"valid": brain.test_stats},
         )

@@ -20,7 +20,7 @@ import torch
 from mixing.make_mixtures import main as make_mixtures
 from mixing.online import load_speakers_json, save_speakers_json
 from mixing.references import Segment
-from modules.inference import TINY_ARCHITECTURE, write_model_dir
+from modules.model_dir import write_model_dir
 from modules.spex_plus import SpExPlus
 
 pytestmark = pytest.mark.slow
@@ -50,7 +50,7 @@ def run_script(*args, timeout=120):
 
 
 @pytest.fixture(scope="module")
-def setup(ci_tiny, tmp_path_factory):
+def setup(ci_tiny, tmp_path_factory, tiny_args):
     """A make_mixtures test split of ci_tiny and a tiny random-weight model directory."""
     root = tmp_path_factory.mktemp("conditioning")
     status = make_mixtures([
@@ -61,7 +61,7 @@ def setup(ci_tiny, tmp_path_factory):
     ])  # fmt: skip
     assert status == 0
     torch.manual_seed(0)
-    write_model_dir(SpExPlus(**TINY_ARCHITECTURE), root / "model", TINY_ARCHITECTURE)
+    write_model_dir(SpExPlus(**tiny_args), root / "model")
     return root
 
 

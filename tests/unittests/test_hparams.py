@@ -8,7 +8,7 @@ from hyperpyyaml import load_hyperpyyaml
 
 from mixing.online import save_speakers_json
 from mixing.references import Segment
-from modules.inference import render_inference_yaml
+from modules.model_dir import write_model_dir
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_YAMLS = sorted((REPO / "recipes" / "LibriMix-TSE" / "hparams").glob("*.yaml"))
@@ -36,8 +36,8 @@ def load_train_hparams(path, data_folder, tmp_path):
 def test_training_and_inference_yaml_build_same_shapes(yaml_path, data_folder, tmp_path):
     hparams = load_train_hparams(yaml_path, data_folder, tmp_path)
     assert hparams["num_speakers"] == 3  # counted from train/speakers.json
-    text = render_inference_yaml(hparams["architecture"], "modules.spex_plus.SpExPlus")
-    inference = load_hyperpyyaml(text)
+    model_dir = write_model_dir(hparams["model"], tmp_path / "model")  # from the model alone
+    inference = load_hyperpyyaml((model_dir / "inference.yaml").read_text())
     train_shapes = {
         k: v.shape
         for k, v in hparams["model"].state_dict().items()
@@ -65,4 +65,4 @@ def test_command_line_override_reaches_the_model(data_folder, tmp_path):
     with open(TRAIN_YAMLS[0].parent / "tiny.yaml", encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     assert hparams["model"](torch.randn(1, 800), torch.randn(1, 1600))["est"].shape == (1, 800)
-    assert hparams["architecture"]["n_filters"] == 8
+    assert hparams["model"].init_args["n_filters"] == 8  # what the model directory records

@@ -2,7 +2,7 @@
 
 import torch
 
-from modules.losses import SpExPlusLoss, si_sdr
+from modules.losses import SpExPlusLoss, batch_si_sdr
 
 
 def scales_of(signal):
@@ -12,11 +12,11 @@ def scales_of(signal):
 def test_si_sdr_perfect_and_scale_invariant():
     torch.manual_seed(0)
     target = torch.randn(3, 1000)
-    assert (si_sdr(target, target) > 60).all()
-    assert (si_sdr(3.0 * target, target) > 60).all()
+    assert (batch_si_sdr(target, target) > 60).all()
+    assert (batch_si_sdr(3.0 * target, target) > 60).all()
     noisy = target + torch.randn(3, 1000)
-    assert torch.allclose(si_sdr(noisy, target), si_sdr(0.1 * noisy, target), atol=1e-3)
-    assert (si_sdr(noisy, target) < 5).all()
+    assert torch.allclose(batch_si_sdr(noisy, target), batch_si_sdr(0.1 * noisy, target), atol=1e-3)
+    assert (batch_si_sdr(noisy, target) < 5).all()
 
 
 def test_si_sdr_matches_closed_form():
@@ -28,7 +28,7 @@ def test_si_sdr_matches_closed_form():
     noise = noise - (noise * target).sum() / (target * target).sum() * target
     est = target + 0.5 * noise
     expected = 10 * torch.log10((target**2).sum() / ((0.5 * noise) ** 2).sum())
-    assert torch.allclose(si_sdr(est, target), expected.view(1), atol=1e-3)
+    assert torch.allclose(batch_si_sdr(est, target), expected.view(1), atol=1e-3)
 
 
 def test_si_sdr_ignores_padding_and_keeps_inputs():
@@ -37,13 +37,13 @@ def test_si_sdr_ignores_padding_and_keeps_inputs():
     est = target + 0.3 * torch.randn(2, 800)
     lens = torch.tensor([1.0, 0.5])
     est_copy, target_copy = est.clone(), target.clone()
-    base = si_sdr(est, target, lens)
+    base = batch_si_sdr(est, target, lens)
     assert torch.equal(est, est_copy) and torch.equal(target, target_copy)
     est2, target2 = est.clone(), target.clone()
     est2[1, 400:] = 7.0
     target2[1, 400:] = -3.0
-    assert torch.allclose(si_sdr(est2, target2, lens), base, atol=1e-5)
-    alone = si_sdr(est[1:, :400], target[1:, :400])
+    assert torch.allclose(batch_si_sdr(est2, target2, lens), base, atol=1e-5)
+    alone = batch_si_sdr(est[1:, :400], target[1:, :400])
     assert torch.allclose(base[1], alone[0], atol=1e-4)
 
 
@@ -72,7 +72,7 @@ def test_loss_weights_scales():
     torch.manual_seed(0)
     target = torch.randn(1, 500)
     est = scales_of(target) + torch.randn(1, 3, 500) * torch.tensor([0.1, 1.0, 2.0]).view(1, 3, 1)
-    scores = torch.stack([si_sdr(est[:, i], target) for i in range(3)], dim=1)
+    scores = torch.stack([batch_si_sdr(est[:, i], target) for i in range(3)], dim=1)
     result = SpExPlusLoss(scale_weights=(0.8, 0.1, 0.1))({"est_scales": est}, target)
     expected = -(0.8 * scores[:, 0] + 0.1 * scores[:, 1] + 0.1 * scores[:, 2]).mean()
     assert torch.allclose(result["loss"], expected, atol=1e-4)
