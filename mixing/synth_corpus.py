@@ -37,7 +37,6 @@ True
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import ctypes.util
 import functools
@@ -55,6 +54,7 @@ from scipy.signal import resample_poly
 from tqdm import tqdm
 
 from modules.audio import save_audio
+from modules.cli import ArgumentParser, BadInput, check_writable_dir, run_main
 
 logger = logging.getLogger(__name__)
 
@@ -572,9 +572,8 @@ def _write_tsv(path: Path, rows: list[dict]) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def main(argv=None) -> int:
-    """Command-line entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def _main(argv) -> int:
+    parser = ArgumentParser(prog="synth_corpus.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--num_speakers", type=int, default=12)
     parser.add_argument("--utterances_per_speaker", type=int, default=6)
@@ -585,6 +584,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    check_writable_dir(args.out, "--out")
     try:
         synth_corpus(
             args.out,
@@ -596,13 +596,15 @@ def main(argv=None) -> int:
             sample_rate=args.sample_rate,
             progress=not args.no_progress,
         )
-    except EspeakUnavailableError as error:
-        logger.error("%s", error)
-        return 2
-    except ValueError as error:
-        logger.error("%s", error)
-        return 2
+    except (EspeakUnavailableError, ValueError) as error:  # a setup or an option to fix
+        raise BadInput(str(error)) from None
     return 0
+
+
+def main(argv=None) -> int:
+    """Command-line entry point; returns the exit status (0 done, 2 bad input, usage or
+    eSpeak NG missing, 1 internal failure)."""
+    return run_main(_main, argv, prog="synth_corpus.py")
 
 
 if __name__ == "__main__":
