@@ -51,86 +51,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyloudnorm as pyln
 import torch
 
 from mixing.activity import active_fraction
 from mixing.references import Segment, read_segment
-from modules.audio import AudioFileError, load_audio
+from modules.audio import SAMPLE_RATE, AudioFileError, load_audio
+from modules.levels import (  # the one home of levels; re-exported for the mixing scripts
+    LoudnessError,
+    db_to_gain,
+    gain_to_db,
+    loudness,
+    peak_limit_gain,
+)
 
 logger = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16000
 #: Parts of each noise file (fractions of its length) for training and for test sets.
 TRAIN_NOISE_PART = (0.0, 0.8)
 TEST_NOISE_PART = (0.8, 1.0)
-_METERS: dict[int, pyln.Meter] = {}
-
-
-class LoudnessError(ValueError):
-    """A signal whose loudness cannot be measured (too short, or silent)."""
 
 
 class InactiveCropError(LoudnessError):
     """A target or reference crop with too little active speech (see ``min_active_fraction``)."""
-
-
-def loudness(wav, sample_rate: int = SAMPLE_RATE, what: str = "signal") -> float:
-    """Integrated loudness (LUFS, ITU-R BS.1770-4) of a ``[T]`` signal.
-
-    Arguments
-    ---------
-    wav : np.ndarray or torch.Tensor
-        ``[T]`` signal.
-    sample_rate : int
-    what : str
-        Name used in error messages (e.g. ``"target (a.flac)"``).
-
-    Returns
-    -------
-    float
-        Loudness in LUFS (finite).
-
-    Raises
-    ------
-    LoudnessError
-        Shorter than one 400 ms gating block, or silent (gated loudness ``-inf``).
-
-    Example
-    -------
-    >>> tone = 0.1 * np.sin(2 * np.pi * 1000 * np.arange(16000) / 16000)
-    >>> round(loudness(tone), 1)
-    -23.1
-    >>> loudness(np.zeros(16000), what="noise")
-    Traceback (most recent call last):
-    ...
-    mixing.mixers.LoudnessError: noise is silent (loudness -inf): cannot normalise it
-    """
-    data = _numpy(wav)
-    meter = _METERS.setdefault(sample_rate, pyln.Meter(sample_rate))
-    min_len = int(math.ceil(meter.block_size * sample_rate))
-    if data.ndim != 1 or data.shape[0] < min_len:
-        raise LoudnessError(
-            f"{what} has {data.shape[0] if data.ndim == 1 else data.shape} samples: loudness "
-            f"needs a [T] signal of at least {min_len} samples ({meter.block_size} s)"
-        )
-    if not np.isfinite(data).all():
-        raise LoudnessError(f"{what} contains NaN or infinite samples")
-    value = float(meter.integrated_loudness(data))
-    if not math.isfinite(value):
-        raise LoudnessError(f"{what} is silent (loudness {value}): cannot normalise it")
-    return value
-
-
-def db_to_gain(db: float) -> float:
-    """Amplitude gain of ``db`` decibels.
-
-    Example
-    -------
-    >>> round(db_to_gain(-6.0206), 4)
-    0.5
-    """
-    return 10.0 ** (db / 20.0)
 
 
 def _as_range(value, name: str) -> tuple[float, float] | None:
@@ -502,17 +443,16 @@ class Mixer:
         peak = max(float(np.max(np.abs(s))) for s in [mix, *sources]) * mix_gain
 
         # 5. peak protection, one gain for everything
-        peak_gain = 1.0
-        if peak > self.peak_limit:
-            peak_gain = self.peak_limit / peak
+        peak_gain = peak_limit_gain(peak, self.peak_limit)
+        if peak_gain < 1.0:
             # Debug level: online mixing meets this every few batches; make_mixtures counts it.
             logger.debug(
                 "peak protection: mixture peak %.3f > %.2f, everything scaled by %.2f dB "
                 "(mixture loudness %.2f LUFS instead of %.2f)",
                 peak,
                 self.peak_limit,
-                _gain_db(peak_gain),
-                self.lufs + _gain_db(peak_gain),
+                gain_to_db(peak_gain),
+                self.lufs + gain_to_db(peak_gain),
                 self.lufs,
             )
         common = mix_gain * peak_gain
@@ -527,12 +467,12 @@ class Mixer:
             self.lufs - loudness(ref, self.sample_rate, _name("reference", names[2]))
         )
         ref_peak = float(np.max(np.abs(ref))) * ref_gain
-        if ref_peak > self.peak_limit:
+        ref_peak_gain = peak_limit_gain(ref_peak, self.peak_limit)
+        if ref_peak_gain < 1.0:
             logger.debug(
-                "peak protection on the reference: scaled by %.2f dB",
-                _gain_db(self.peak_limit / ref_peak),
+                "peak protection on the reference: scaled by %.2f dB", gain_to_db(ref_peak_gain)
             )
-            ref_gain *= self.peak_limit / ref_peak
+            ref_gain *= ref_peak_gain
         ref = ref * ref_gain
 
         params = {
@@ -547,13 +487,13 @@ class Mixer:
             "interferer_offset": i_off,
             "ref_start": r_start,
             "ref_stop": r_start + r_len,
-            "target_gain_db": _gain_db(t_gain * common),
-            "interferer_gain_db": _gain_db(i_gain * common),
-            "noise_gain_db": math.nan if noise is None else _gain_db(n_gain * common),
-            "ref_gain_db": _gain_db(ref_gain),
-            "mix_gain_db": _gain_db(mix_gain),
-            "peak_gain_db": _gain_db(peak_gain),
-            "mix_lufs": self.lufs + _gain_db(peak_gain),
+            "target_gain_db": gain_to_db(t_gain * common),
+            "interferer_gain_db": gain_to_db(i_gain * common),
+            "noise_gain_db": math.nan if noise is None else gain_to_db(n_gain * common),
+            "ref_gain_db": gain_to_db(ref_gain),
+            "mix_gain_db": gain_to_db(mix_gain),
+            "peak_gain_db": gain_to_db(peak_gain),
+            "mix_lufs": self.lufs + gain_to_db(peak_gain),
         }
         return MixResult(
             mix=_tensor(mix),
@@ -567,10 +507,6 @@ class Mixer:
 
 def _name(what: str, path: str) -> str:
     return f"{what} ({path})" if path else what
-
-
-def _gain_db(gain: float) -> float:
-    return 20.0 * math.log10(gain)
 
 
 def _numpy(wav) -> np.ndarray:
