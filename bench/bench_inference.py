@@ -45,13 +45,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+from modules.audio import SAMPLE_RATE as SR
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-import torch  # noqa: E402
-
-from modules.audio import SAMPLE_RATE as SR  # noqa: E402
 
 logger = logging.getLogger("bench_inference")
 

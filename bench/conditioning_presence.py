@@ -65,19 +65,17 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mixing.mixers import LoudnessError, Mixer, db_to_gain, loudness
+from mixing.online import load_speakers_json
+from mixing.references import MIN_SEGMENT_SAMPLES, Segment, read_segment
+from modules.audio import SAMPLE_RATE, AudioFileError, load_audio
+from modules.metrics import si_sdr_graded
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from mixing.mixers import LoudnessError, Mixer, db_to_gain, loudness  # noqa: E402
-from mixing.online import load_speakers_json  # noqa: E402
-from mixing.references import MIN_SEGMENT_SAMPLES, Segment, read_segment  # noqa: E402
-from modules.audio import SAMPLE_RATE, AudioFileError, load_audio  # noqa: E402
-from modules.metrics import si_sdr_graded  # noqa: E402
 
 logger = logging.getLogger("conditioning_presence")
 
