@@ -204,10 +204,105 @@ def dataio_prepare(hparams):
     return train_set, valid_set
 
 
-def main(argv):
+def parse_command_line(argv):
+    """``HPARAMS.yaml --key value ...`` -> (hparams file, SpeechBrain run options, overrides).
+
+    Any top-level key of the yaml is an override, checked before anything is built
+    (unknown keys, a number expected); the other options are SpeechBrain's run
+    options (``--device``, ``--precision``, ...), parsed by ``sb.parse_arguments``.
+    """
+    import contextlib
+    import dataclasses
+    import io
+
+    from speechbrain.utils.run_opts import RunOptions
+
+    from modules.cli import BadInput, check_device, parse_hparams_args
+
+    run_options = [field.name for field in dataclasses.fields(RunOptions)]
+    hparams_file, overrides, rest = parse_hparams_args(
+        argv, __doc__, string_keys=("data_folder", "output_folder", "noise_folder"),
+        passthrough=run_options,
+    )
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            _, run_opts, _ = sb.parse_arguments([str(hparams_file), *rest])
+    except SystemExit:
+        lines = captured.getvalue().strip().splitlines() or ["bad run option"]
+        raise BadInput(lines[-1].split("error: ", 1)[-1]) from None
+    if run_opts["device"] is not None:
+        check_device(run_opts["device"])
+    return hparams_file, run_opts, overrides
+
+
+def check_inputs(hparams_file, overrides) -> None:
+    """Refuse, in one line each and before any model is built, what would stop training.
+
+    A missing data folder, ``valid.csv``, ``train.csv`` or ``speakers.json``, a
+    ``speakers.json`` with fewer than two speakers, a noise folder that does not exist,
+    and any source file that cannot be decoded or is silent (each file is decoded once,
+    about 3,000x real time).
+
+    Raises
+    ------
+    modules.cli.BadInput
+    """
+    import csv
+
+    from mixing.corpus import audio_problem
+    from modules.cli import BadInput, resolve_hparams
+
+    hparams = resolve_hparams(hparams_file, overrides)
+    data = Path(str(hparams["data_folder"]))
+    hint = "make it with mixing/make_mixtures.py, see the README"
+    if not data.is_dir():
+        raise BadInput(f"{data}: data folder not found ({hint})")
+    valid_csv = Path(str(hparams["valid_csv"]))
+    if not valid_csv.is_file():
+        raise BadInput(f"{valid_csv}: no validation manifest (make_mixtures.py --num_valid N "
+                       "--num_valid_speakers M writes it)")
+    files = set()
+    if hparams["online_mixing"]:
+        speakers_json = Path(str(hparams["train_speakers"]))
+        if not speakers_json.is_file():
+            raise BadInput(f"{speakers_json}: no training speakers file ({hint})")
+        try:
+            speakers = load_speakers_json(speakers_json)
+        except ValueError as error:
+            raise BadInput(str(error)) from None
+        if len(speakers) < 2:
+            raise BadInput(
+                f"{speakers_json}: {len(speakers)} training speaker(s); online mixing needs at "
+                "least 2 (interferers are other training speakers)"
+            )
+        files |= {segment.path for segments in speakers.values() for segment in segments}
+    elif not Path(str(hparams["train_csv"])).is_file():
+        raise BadInput(f"{hparams['train_csv']}: no training manifest (--online_mixing False "
+                       "reads it; make_mixtures.py --num_train N writes it)")
+    noise = hparams.get("noise_folder")
+    if noise and not Path(str(noise)).is_dir():
+        raise BadInput(f"{noise}: noise folder not found")
+    manifests = [valid_csv] + ([] if hparams["online_mixing"] else [Path(hparams["train_csv"])])
+    for manifest in manifests:
+        with open(manifest, encoding="utf-8", newline="") as stream:
+            rows = list(csv.DictReader(stream))
+        if not rows:
+            raise BadInput(f"{manifest}: no items")
+        files |= {row[column] for row in rows for column in ("mix_wav", "ref_wav", "target_wav")
+                  if row.get(column)}
+    logger.info("Checking %d audio files before training", len(files))
+    for path in sorted(files):
+        problem = audio_problem(path) if Path(path).is_file() else "file not found"
+        if problem:
+            raise BadInput(f"{path}: {problem}")
+
+
+def _main(argv):
     # Denormal floats appear as the weights train and slow CPU convolutions >10x.
     torch.set_flush_denormal(True)
-    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    hparams_file, run_opts, overrides = parse_command_line(argv)
+    check_inputs(hparams_file, overrides)
     sb.utils.distributed.ddp_init_group(run_opts)  # no-op without torchrun
     with open(hparams_file, encoding="utf-8") as fin:
         hparams = load_hyperpyyaml(fin, overrides)
@@ -247,5 +342,12 @@ def main(argv):
         logger.info("Model written to %s", hparams["model_dir"])
 
 
+def main(argv=None) -> int:
+    """Train; returns the exit status (0 done, 2 bad input or usage, 1 internal failure)."""
+    from modules.cli import run_main
+
+    return run_main(_main, argv, prog="train.py")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))
