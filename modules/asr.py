@@ -126,7 +126,9 @@ class FixedRecognizer:
 class PocketSphinxRecognizer:
     """CMU PocketSphinx, US English model from the ``pocketsphinx`` wheel (offline).
 
-    One decoder is built on first use and reused. Input: a 16 kHz ``[T]`` float
+    One decoder is built on first use and reused, its feature front end reset before
+    every utterance (deterministic, order-independent transcripts). Input: a 16 kHz
+    ``[T]`` float
     waveform in [-1, 1] (converted to 16-bit PCM; samples beyond full scale are
     clipped).
 
@@ -151,6 +153,10 @@ class PocketSphinxRecognizer:
                     f"--asr needs the pocketsphinx package ({error}): pip install pocketsphinx"
                 ) from None
             self._decoder = Decoder(loglevel="ERROR")
+        # The feature front end adapts (cepstral mean, ...) from one utterance to the next;
+        # reset it so that a transcript does not depend on the one before (as a fresh
+        # decoder would transcribe it).
+        self._decoder.reinit_feat()
         return self._decoder
 
     def transcribe(self, wav: torch.Tensor) -> str:

@@ -98,7 +98,7 @@ def wrong_speaker_scores(est, target, mix) -> dict:
 
 
 def absent_scores(est_raw, mix, presence: float = math.nan,
-                  silence_db: float = SILENCE_DB) -> dict:
+                  silence_db: float = SILENCE_DB, energy_db: float | None = None) -> dict:
     """``energy_db``, ``near_silent`` and ``presence`` of one target-absent item.
 
     Arguments
@@ -111,13 +111,17 @@ def absent_scores(est_raw, mix, presence: float = math.nan,
         Presence score of the output (NaN where there is none).
     silence_db : float
         ``near_silent`` threshold on ``energy_db``.
+    energy_db : float, optional
+        The output energy relative to the mixture when the caller measured it already
+        (e.g. the extractor's ``info["energy_db"]``, before its level matching);
+        ``est_raw`` is then not used.
 
     Example
     -------
     >>> absent_scores(torch.zeros(100), torch.ones(100))
     {'energy_db': -inf, 'near_silent': True, 'presence': nan}
     """
-    energy = energy_ratio_db(est_raw, mix)
+    energy = energy_ratio_db(est_raw, mix) if energy_db is None else float(energy_db)
     near_silent = None if math.isnan(energy) else energy <= silence_db
     return {"energy_db": energy, "near_silent": near_silent, "presence": float(presence)}
 

@@ -60,7 +60,8 @@ th { background: #f3f3f3; } td.l, th.l { text-align: left; }
 """
 
 
-def select_items(rows: Sequence[Mapping], key: str, n: int) -> dict[str, list[Mapping]]:
+def select_items(rows: Sequence[Mapping], key: str, n: int,
+                 lower_is_better: bool = False) -> dict[str, list[Mapping]]:
     """The ``n`` best, median and worst rows by ``key``, no row chosen twice.
 
     Rows whose ``key`` is missing or not finite are left out. With fewer than
@@ -75,7 +76,7 @@ def select_items(rows: Sequence[Mapping], key: str, n: int) -> dict[str, list[Ma
     ranked = sorted(
         (row for row in rows if row.get(key) is not None and math.isfinite(float(row[key]))),
         key=lambda row: float(row[key]),
-        reverse=True,
+        reverse=not lower_is_better,
     )
     best = ranked[:n]
     rest = ranked[len(best):]
@@ -163,6 +164,7 @@ def write_listening_page(
     get_signals: Callable[[str], Mapping[str, torch.Tensor]],
     n: int = 3,
     key: str = "si_sdri",
+    lower_is_better: bool = False,
     summary: Mapping | None = None,
     title: str = "Target speaker extraction: listening page",
     extra_tables: Mapping[str, str] | None = None,
@@ -184,6 +186,9 @@ def write_listening_page(
     key : str
         Metric that ranks the items (falls back to ``si_sdr``, then the first numeric
         column, when absent).
+    lower_is_better : bool
+        True for a key where less is better (e.g. the output energy of a
+        target-absent test).
     summary : dict, optional
         ``{name: value}`` shown as the summary table.
     extra_tables : dict, optional
@@ -211,7 +216,8 @@ def write_listening_page(
             save_histogram(out_dir / name, [float(r[metric]) for r in rows], metric)
             parts.append(f"<img src='{name}' alt='histogram of {html.escape(metric)}'>")
         parts.append("</div>")
-    groups = select_items(rows, key, n) if numeric else {"items": list(rows[:n])}
+    groups = (select_items(rows, key, n, lower_is_better) if numeric
+              else {"items": list(rows[:n])})
     for group, chosen in groups.items():
         parts.append(f"<h2>{group.capitalize()} {len(chosen)} by {html.escape(key)}</h2>")
         for row in chosen:
