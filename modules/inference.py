@@ -31,11 +31,10 @@ It works with any model that has the SpEx+ interface:
 Example
 -------
 >>> import torch
+>>> from modules.model_dir import REPO_ROOT, model_args_from_hparams
 >>> from modules.spex_plus import SpExPlus
->>> _ = torch.manual_seed(0)
->>> tiny = SpExPlus(n_filters=16, bottleneck_channels=16, hidden_channels=32,
-...                 blocks_per_stack=2, num_stacks=1, speaker_channels=[16], embedding_dim=16)
->>> tse = TargetSpeakerExtractor.from_model(tiny, run_opts={"device": "cpu"})
+>>> tiny_yaml = REPO_ROOT / "recipes" / "LibriMix-TSE" / "hparams" / "tiny.yaml"
+>>> tse = TargetSpeakerExtractor.from_model(SpExPlus(**model_args_from_hparams(tiny_yaml)))
 >>> mix, ref = torch.randn(2, 8000), torch.randn(2, 8000)
 >>> tse.extract(mix, ref, mix_lens=torch.tensor([1.0, 0.5])).shape
 torch.Size([2, 8000])
@@ -100,9 +99,7 @@ class StreamingExtractor:
     -------
     >>> import torch
     >>> from modules.spex_plus import SpExPlus
-    >>> tiny = SpExPlus(n_filters=16, bottleneck_channels=16, hidden_channels=32,
-    ...                 blocks_per_stack=2, num_stacks=1, speaker_channels=[16], embedding_dim=16)
-    >>> tse = TargetSpeakerExtractor.from_model(tiny, run_opts={"device": "cpu"})
+    >>> tse = TargetSpeakerExtractor.from_model(SpExPlus(), run_opts={"device": "cpu"})
     >>> stream = tse.stream(torch.randn(8000), chunk_seconds=0.25, hop_seconds=0.125)
     >>> stream.push(torch.randn(3000)).shape, stream.push(torch.randn(3000)).shape
     (torch.Size([0]), torch.Size([2000]))
@@ -149,9 +146,8 @@ class TargetSpeakerExtractor(Pretrained):
     -------
     >>> import torch
     >>> from modules.spex_plus import SpExPlus
-    >>> tiny = SpExPlus(n_filters=16, bottleneck_channels=16, hidden_channels=32,
-    ...                 blocks_per_stack=2, num_stacks=1, speaker_channels=[16], embedding_dim=16)
-    >>> tse = TargetSpeakerExtractor.from_model(tiny, run_opts={"device": "cpu"})
+    >>> tiny = SpExPlus(n_filters=8, hidden_channels=16, num_stacks=1, speaker_channels=[8])
+    >>> tse = TargetSpeakerExtractor.from_model(tiny)
     >>> ref, mix = torch.randn(16000), torch.randn(4000)
     >>> tse.extract(mix, ref).shape
     torch.Size([4000])
