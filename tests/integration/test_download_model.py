@@ -265,3 +265,15 @@ def test_pack_then_download(release, tmp_path):
         check_model(dest, release)
     finally:
         server.close()
+
+
+def test_downloader_needs_only_the_standard_library():
+    """download_model.py imports neither torch nor speechbrain (its helpers are stdlib-only)."""
+    code = ("import sys, runpy; sys.argv = ['download_model.py', '--help']\n"
+            "try:\n    runpy.run_path('download_model.py', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "print(sorted({'torch', 'speechbrain', 'numpy', 'yaml'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=REPO_ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
