@@ -10,7 +10,9 @@ Usage::
 Options (any key of the yaml file can be overridden as ``--key value``): ``--save_dir``
 writes the estimates as ``<ID>-est.wav``; ``--skip_bad`` scores the usable triplets and
 reports the bad ones as skipped; ``--output_folder`` is where ``per_utterance.csv`` and
-``summary.json`` go; ``--metrics "[si_sdr, pesq]"`` picks metrics.
+``summary.json`` go; ``--metrics "[si_sdr, pesq]"`` picks metrics;
+``--compare_baselines "[mixture]"`` scores the mixture on the same items and prints one
+table with a column per system.
 
 Beyond the graded metrics (``modules/evaluation_extras.py``): every run with targets
 reports the **wrong-speaker** rate (the estimate closer by SI-SDR to mixture minus
@@ -70,11 +72,12 @@ from modules.cli import (
 from modules.dataio import MIX_DIR, REF_DIR, TARGET_DIR, CustomDirDataset, InputLimits, Problem
 from modules.evaluation_extras import ExtraEvaluation
 from modules.files import atomic_write_text
-from modules.metrics import METRICS, MetricSummary, compute_metrics
+from modules.metrics import METRICS, MetricSummary, compute_metrics, format_comparison
 
 logger = logging.getLogger("evaluate")
 
 BASELINES = ("mixture", "target")
+BASELINE_SIGNALS = {"mixture": "mix", "target": "target"}
 PATH_KEYS = ("test_dir", "save_dir", "model_dir", "output_folder")
 EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
 
@@ -127,6 +130,13 @@ def load_hparams_checked(hparams_file: Path, overrides: dict) -> dict:
         raise BadInput("give either --model_dir or --baseline, not both")
     if hparams["sample_rate"] != 16000:
         raise BadInput("the metrics are defined at 16 kHz: sample_rate must be 16000")
+    compared = hparams["compare_baselines"] or []
+    if isinstance(compared, str):
+        compared = [compared]
+    if any(name not in BASELINES for name in compared):
+        raise BadInput(f"--compare_baselines: choose from {', '.join(BASELINES)}, got "
+                       f"{compared!r}")
+    hparams["compare_baselines"] = [name for name in compared if name != hparams["baseline"]]
     check_device(str(hparams["device"]))
     return hparams
 
@@ -165,10 +175,9 @@ def make_estimator(hparams: dict):
     A baseline takes what the default model limits allow, so a test directory is
     checked the same way whatever is scored.
     """
-    if hparams["baseline"] == "mixture":
-        return (lambda item: (item["mix"], {})), InputLimits()
-    if hparams["baseline"] == "target":
-        return (lambda item: (item["target"], {})), InputLimits()
+    if hparams["baseline"]:
+        signal = BASELINE_SIGNALS[hparams["baseline"]]
+        return (lambda item: (item[signal], {})), InputLimits()
 
     model_dir = Path(hparams["model_dir"])
     if not model_dir.is_dir():
@@ -265,8 +274,12 @@ def evaluate(hparams: dict) -> dict:
     extras = ExtraEvaluation(hparams, test_dir, dataset.has_targets, refused=(ItemRefused,))
 
     scores = MetricSummary(metrics)
+    # Baselines scored on the same items, for one table with a column per system.
+    compared = {name: MetricSummary(metrics) for name in hparams["compare_baselines"]}
+    if compared and not metrics:
+        raise BadInput(f"{test_dir}: --compare_baselines needs targets/ to score against")
     problems = list(problems)
-    processed = 0
+    processed = limited = chunked = 0
     with logging_redirect_tqdm():
         for index in tqdm(range(len(dataset)), desc=f"{name}", unit="utt", file=sys.stderr):
             item_id = dataset.ids[index]
@@ -282,6 +295,8 @@ def evaluate(hparams: dict) -> dict:
                                 problems)
                 continue
             processed += 1
+            limited += bool(info.get("peak_limited"))
+            chunked += bool(info.get("chunked"))
             if save_dir is not None:
                 save_audio(save_dir / f"{item['id']}-est.wav", est, hparams["sample_rate"])
             item_scores = None
@@ -290,10 +305,19 @@ def evaluate(hparams: dict) -> dict:
                     est, item["target"], item["mix"], metrics, utt_id=item["id"]
                 )
                 scores.add(item_scores, utt_id=item["id"])
+            for baseline, baseline_scores in compared.items():
+                baseline_scores.add(compute_metrics(
+                    item[BASELINE_SIGNALS[baseline]], item["target"], item["mix"], metrics,
+                    utt_id=item["id"],
+                ), utt_id=item["id"])
             extras.add(item, est, info, item_scores, estimate)
 
     if processed == 0:
         raise BadInput(f"{test_dir}: every item was refused; no summary written")
+    if not hparams["baseline"]:  # the extractor's per-item notices are at debug level
+        logger.info("%d of %d estimate(s) peak-limited (scaled down so they do not clip), "
+                    "%d chunked (longer than the model's max_whole_seconds)",
+                    limited, processed, chunked)
     summary = {
         "complete": True,
         "test_dir": str(test_dir.resolve()),
@@ -314,6 +338,13 @@ def evaluate(hparams: dict) -> dict:
             for metric, stats in scores.summarize().items()
         },
         "means": {metric: _finite_or_none(scores.mean(metric)) for metric in metrics},
+        "baseline_means": {
+            baseline: {metric: _finite_or_none(baseline_scores.mean(metric))
+                       for metric in metrics}
+            for baseline, baseline_scores in compared.items()
+        },
+        "peak_limited": limited,
+        "chunked": chunked,
         "save_dir": str(save_dir.resolve()) if save_dir else None,
         "per_utterance_csv": str(csv_path.resolve()) if metrics or extras.columns else None,
         **extras.summary(),
@@ -335,7 +366,10 @@ def evaluate(hparams: dict) -> dict:
         summary["listening_page"] = str(_write_page(hparams, dataset, estimate, scores,
                                                     extras, summary, output_folder))
     atomic_write_text(summary_path, json.dumps(summary, indent=2) + "\n")
-    table = scores.format_table() if metrics else ""
+    if compared:
+        table = format_comparison({**compared, name: scores})
+    else:
+        table = scores.format_table() if metrics else ""
     summary["_table"] = "\n\n".join(part for part in (table, extras.format_table()) if part)
     summary["_summary_path"] = str(summary_path)
     return summary
@@ -397,6 +431,8 @@ def report(summary: dict) -> str:
 def _main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("speechbrain").setLevel(logging.WARNING)
+    # One line per item (peak limited, chunked) would bury the table: counted instead.
+    logging.getLogger("modules.inference").setLevel(logging.WARNING)
     hparams_file, overrides = parse_arguments(argv)
     hparams = load_hparams_checked(hparams_file, overrides)
     try:

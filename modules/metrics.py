@@ -404,3 +404,34 @@ class MetricSummary:
             lines.append(f"{len(self.failed)} failed estimate(s) (all zero or non-finite), "
                          "every metric scored at its floor")
         return "\n".join(lines)
+
+
+def format_comparison(summaries: Mapping[str, MetricSummary]) -> str:
+    """Means of several systems scored on the same items: one column per system.
+
+    Arguments
+    ---------
+    summaries : mapping of str to MetricSummary
+        System name -> its scores, in column order (e.g. the mixture, then a model).
+
+    Example
+    -------
+    >>> mixture, model = MetricSummary(["si_sdr", "pesq"]), MetricSummary(["si_sdr", "pesq"])
+    >>> mixture.add({"si_sdr": 0.5, "pesq": 1.2}, utt_id="a")
+    >>> model.add({"si_sdr": 7.25, "pesq": 1.5}, utt_id="a")
+    >>> print(format_comparison({"mixture": mixture, "spex_tiny": model}))
+    metric                     mixture   spex_tiny
+    si_sdr (dB)                  0.500       7.250
+    pesq                         1.200       1.500
+    items                            1           1
+    """
+    columns = [(name, max(10, len(name)) + 1) for name in summaries]
+    metrics = list(dict.fromkeys(m for summary in summaries.values() for m in summary.metrics))
+    lines = [f"{'metric':<22}" + "".join(f" {name:>{width}}" for name, width in columns)]
+    for metric in metrics:
+        label = f"{metric} ({UNITS[metric]})" if UNITS.get(metric) else metric
+        lines.append(f"{label:<22}" + "".join(
+            f" {summaries[name].mean(metric):>{width}.3f}" for name, width in columns))
+    lines.append(f"{'items':<22}" + "".join(
+        f" {len(summaries[name]):>{width}}" for name, width in columns))
+    return "\n".join(lines)
