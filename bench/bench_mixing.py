@@ -25,8 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mixing.corpus import scan_corpora
-from mixing.make_mixtures import find_noise_files
+from mixing.corpus import find_noise_files, scan_corpora
 from mixing.make_mixtures import main as make_mixtures
 from mixing.mixers import Mixer
 from mixing.online import OnlineMixer

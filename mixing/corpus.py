@@ -109,6 +109,39 @@ def is_audio_file(path: Path) -> bool:
     )
 
 
+def find_noise_files(noise_dir) -> list[str]:
+    """Sorted absolute paths of the ``.flac``/``.wav`` files anywhere under ``noise_dir``.
+
+    Used by ``make_mixtures.py --noise_dir`` and the training recipe's ``noise_folder``.
+
+    Raises
+    ------
+    CorpusError
+        Missing folder, or no audio in it.
+
+    Example
+    -------
+    >>> import tempfile, numpy as np, soundfile as sf
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "kitchen").mkdir()
+    >>> sf.write(root / "kitchen" / "tap.flac", np.zeros(1600), 16000)
+    >>> sf.write(root / "white.wav", np.zeros(1600), 16000)
+    >>> [Path(path).name for path in find_noise_files(root)]
+    ['tap.flac', 'white.wav']
+    >>> find_noise_files("/nonexistent")
+    Traceback (most recent call last):
+    ...
+    mixing.corpus.CorpusError: noise folder /nonexistent does not exist
+    """
+    noise_dir = Path(noise_dir)
+    if not noise_dir.is_dir():
+        raise CorpusError(f"noise folder {noise_dir} does not exist")
+    files = sorted(str(path.resolve()) for path in noise_dir.rglob("*") if is_audio_file(path))
+    if not files:
+        raise CorpusError(f"noise folder {noise_dir} holds no .flac/.wav files")
+    return files
+
+
 def parse_corpus_spec(spec: str) -> tuple[str, Path]:
     """Split a ``--corpus`` argument into (corpus name, root folder).
 

@@ -53,11 +53,11 @@ import numpy as np
 import torch
 import yaml
 
+from mixing.corpus import find_noise_files
 from mixing.make_mixtures import (
     SUBDIRS,
     UsageError,
     check_noise_files,
-    find_noise_files,
     safe_name,
     write_manifest,
 )

@@ -77,7 +77,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from mixing.corpus import AUDIO_SUFFIXES, BadFile, corpus_of, scan_corpora
+from mixing.corpus import BadFile, corpus_of, find_noise_files, scan_corpora
 from mixing.mixers import LoudnessError, Mixer, loudness, part_bounds
 from mixing.online import draw_sources, save_speakers_json
 from mixing.references import build_speaker_segments
@@ -315,33 +315,6 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
     return value
-
-
-def find_noise_files(noise_dir: Path) -> list[str]:
-    """Sorted absolute paths of the ``.flac``/``.wav`` files under ``noise_dir``.
-
-    Raises
-    ------
-    UsageError
-        Missing folder, or no audio in it.
-
-    Example
-    -------
-    >>> find_noise_files(Path("/nonexistent"))
-    Traceback (most recent call last):
-    ...
-    mixing.make_mixtures.UsageError: noise folder /nonexistent does not exist
-    """
-    if not noise_dir.is_dir():
-        raise UsageError(f"noise folder {noise_dir} does not exist")
-    files = sorted(
-        str(p.resolve())
-        for p in noise_dir.rglob("*")
-        if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".")
-    )
-    if not files:
-        raise UsageError(f"noise folder {noise_dir} holds no .flac/.wav files")
-    return files
 
 
 def noise_parts(train_fraction: float) -> dict[str, tuple[float, float]]:

@@ -23,7 +23,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from torch.nn.parallel import DistributedDataParallel
 
-from mixing.make_mixtures import find_noise_files
+from mixing.corpus import find_noise_files
 from mixing.online import OnlineMixer, load_speakers_json
 from modules.dataio import manifest_dataset
 from modules.metrics import MetricSummary, compute_metrics
