@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The equal-budget comparison of docs/report.md: SpEx+ variants trained for the
-# same wall-clock budget (MINUTES, default 30) on the same data, seed and test
-# set, two at a time (one compute thread each, data loading in-process, so both
-# share the 2-core machine evenly), then evaluated. Resumable like
+# The equal-budget comparisons of docs/report.md: variants trained for the same
+# wall-clock budget (MINUTES, default 30) on the same data, seed and test set,
+# two at a time (one compute thread each, data loading in-process, so both
+# share the 2-core machine evenly), then evaluated and tabulated. Resumable like
 # run_cpu_experiment.sh.
 #
 #   [MINUTES=30] bash recipes/LibriMix-TSE/run_cpu_comparison.sh [SHARED_DATA] [VARIANT ...]
 #
-# VARIANT is one of the names below (default: all, in pairs).
+# VARIANT is one of the names below (default: the SpEx+ ones, in pairs); vf_*
+# variants are VoiceFilter (MODEL=voicefilter; run_voicefilter_comparison.sh runs
+# all four). DATA, RESULTS and SIZES pass through to run_cpu_experiment.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 shared=${1:-../shared/data}
@@ -18,22 +20,41 @@ declare -A overrides=(
   [native_dvector]="--reference_encoder native+dvector"
   [dvector_finetune]="--reference_encoder dvector_finetune"
   [native_ce0]="--reference_encoder native --ce_weight 0.0"
+  [vf_linear_spectral]="--scale linear --loss_type spectral"
+  [vf_linear_sisnr]="--scale linear --loss_type si_snr"
+  [vf_mel_spectral]="--scale mel --loss_type spectral"
+  [vf_mel_sisnr]="--scale mel --loss_type si_snr"
 )
 variants=("$@")
 if [ ${#variants[@]} -eq 0 ]; then
   variants=(native dvector native_dvector native_ce0)
 fi
-if [ -z "${VIRTUAL_ENV:-}" ]; then source scripts/setup_venv.sh; fi
-mkdir -p results/cpu_experiment
-run() {
-  # shellcheck disable=SC2086
-  NAME=$1 MINUTES=${MINUTES:-30} NUM_WORKERS=0 OMP_NUM_THREADS=1 \
-    bash recipes/LibriMix-TSE/run_cpu_experiment.sh "$shared" ${overrides[$1]} \
-    > "results/cpu_experiment/$1.log" 2>&1
-}
-for ((i = 0; i < ${#variants[@]}; i += 2)); do
-  run "${variants[i]}" &
-  if [ $((i + 1)) -lt ${#variants[@]} ]; then run "${variants[i + 1]}" & fi
-  wait
+for variant in "${variants[@]}"; do
+  if [ -z "${overrides[$variant]+set}" ]; then
+    echo "$(basename "$0"): unknown variant $variant (known: ${!overrides[*]})" >&2
+    exit 2
+  fi
 done
-python recipes/LibriMix-TSE/compare_results.py results/cpu_experiment "${variants[@]}"
+if [ -z "${VIRTUAL_ENV:-}" ]; then source scripts/setup_venv.sh; fi
+results=${RESULTS:-results/cpu_experiment}
+mkdir -p "$results"
+# The mixtures first, once, so that the two runs of a pair do not both start mixing.
+bash recipes/LibriMix-TSE/make_cpu_data.sh "$shared" "${DATA:-data/real}"
+run() {
+  local model=spex_plus
+  if [[ $1 == vf_* ]]; then model=voicefilter; fi
+  # shellcheck disable=SC2086
+  NAME=$1 MODEL=$model MINUTES=${MINUTES:-30} NUM_WORKERS=0 OMP_NUM_THREADS=1 \
+    bash recipes/LibriMix-TSE/run_cpu_experiment.sh "$shared" ${overrides[$1]} \
+    > "$results/$1.log" 2>&1 || { echo "$1 failed: see $results/$1.log" >&2; return 1; }
+}
+status=0
+for ((i = 0; i < ${#variants[@]}; i += 2)); do
+  run "${variants[i]}" & first=$!
+  second=""
+  if [ $((i + 1)) -lt ${#variants[@]} ]; then run "${variants[i + 1]}" & second=$!; fi
+  wait "$first" || status=1
+  if [ -n "$second" ]; then wait "$second" || status=1; fi
+done
+python recipes/LibriMix-TSE/compare_results.py "$results" "${variants[@]}"
+exit $status
