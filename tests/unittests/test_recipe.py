@@ -3,6 +3,7 @@
 import importlib.util
 from pathlib import Path
 
+import speechbrain as sb
 import torch
 from speechbrain.dataio.batch import PaddedBatch
 
@@ -32,6 +33,7 @@ def tiny_brain():
         run_opts={"device": "cpu", "skip_nonfinite_grads": True, "nonfinite_patience": 3},
     )
     brain.init_optimizers()
+    brain.on_stage_start(sb.Stage.TRAIN)
     return brain
 
 
@@ -89,7 +91,6 @@ class _Means:
 
 def test_stalled_validations_halve_the_optimiser_rate(tmp_path):
     """ReduceLROnPlateau only returns rates: the recipe must apply them and log the rate used."""
-    import speechbrain as sb
     from speechbrain.utils.checkpoints import Checkpointer
     from speechbrain.utils.epoch_loop import EpochCounterWithStopper
     from speechbrain.utils.train_logger import FileTrainLogger
