@@ -78,7 +78,14 @@ import yaml
 from tqdm import tqdm
 
 from mixing.corpus import BadFile, corpus_of, find_noise_files, scan_corpora
-from mixing.mixers import LoudnessError, Mixer, loudness, part_bounds
+from mixing.mixers import (
+    LoudnessError,
+    Mixer,
+    NoUsableMixture,
+    loudness,
+    mix_with_redraws,
+    part_bounds,
+)
 from mixing.online import draw_sources, save_speakers_json
 from mixing.references import build_speaker_segments
 from modules.audio import AudioFileError, load_audio, save_audio
@@ -456,6 +463,23 @@ def _format(value) -> str:
     return str(value)
 
 
+def _mix_item(split: str, index: int, draw):
+    """:func:`~mixing.mixers.mix_with_redraws` for item ``index`` of ``split``.
+
+    An item no attempt can mix stops the run (a corpus problem the user must fix).
+    """
+    state = _STATE
+    try:
+        return mix_with_redraws(
+            state["mixers"][split], draw, [state["seed"], SPLIT_CODES[split], index],
+            MAX_ATTEMPTS, f"{split} item {index}",
+        )
+    except NoUsableMixture as error:
+        raise UsageError(
+            f"{error}; check the speakers' files or leave them out of the corpus"
+        ) from None
+
+
 def make_item(task: tuple[str, int]) -> dict:
     """Draw, mix and write mixture ``index`` of ``split``; return its manifest row.
 
@@ -468,23 +492,14 @@ def make_item(task: tuple[str, int]) -> dict:
     speakers = state["speakers"][split]
     order = state["order"][split]
     target_speaker = order[index % len(order)]
-    errors = []
-    for attempt in range(MAX_ATTEMPTS):
-        rng = np.random.default_rng([state["seed"], SPLIT_CODES[split], index, attempt])
+
+    def draw(rng, attempt):
         target, ref, interferer, i_seg = draw_sources(
             speakers, target_speaker, rng, state["min_target"], state["min_ref"]
         )
-        try:
-            result = state["mixers"][split].mix_segments(target, i_seg, ref, rng)
-            break
-        except (LoudnessError, AudioFileError) as error:
-            logger.warning("%s item %d attempt %d: %s", split, index, attempt, error)
-            errors.append(str(error))
-    else:
-        raise UsageError(
-            f"{split} item {index}: no usable mixture in {MAX_ATTEMPTS} attempts "
-            f"({errors[-1]}); check the speakers' files or leave them out of the corpus"
-        )
+        return target, i_seg, ref, interferer
+
+    result, interferer, attempt = _mix_item(split, index, draw)
     item_id = make_id(index, target_speaker, interferer, state["width"][split])
     row = {"ID": item_id}
     p = result.params
@@ -509,9 +524,8 @@ def make_absent_item(index: int) -> dict:
     speakers = state["speakers"][split]
     order = state["order"][split]
     absent = order[index % len(order)]
-    errors = []
-    for attempt in range(MAX_ATTEMPTS):
-        rng = np.random.default_rng([state["seed"], SPLIT_CODES[split], index, attempt])
+
+    def draw(rng, attempt):
         _, ref, first, first_seg = draw_sources(
             speakers, absent, rng, state["min_target"], state["min_ref"]
         )
@@ -520,17 +534,9 @@ def make_absent_item(index: int) -> dict:
         candidates = [s for s in speakers[second] if s.num_samples >= state["min_target"]]
         candidates = candidates or speakers[second]
         second_seg = candidates[int(rng.integers(len(candidates)))]
-        try:
-            result = state["mixers"][split].mix_segments(first_seg, second_seg, ref, rng)
-            break
-        except (LoudnessError, AudioFileError) as error:
-            logger.warning("%s item %d attempt %d: %s", split, index, attempt, error)
-            errors.append(str(error))
-    else:
-        raise UsageError(
-            f"{split} item {index}: no usable mixture in {MAX_ATTEMPTS} attempts "
-            f"({errors[-1]}); check the speakers' files or leave them out of the corpus"
-        )
+        return first_seg, second_seg, ref, (first, first_seg, second, second_seg)
+
+    result, (first, first_seg, second, second_seg), attempt = _mix_item(split, index, draw)
     item_id = (f"{index:0{state['width'][split]}d}_{safe_name(absent)}_absent_"
                f"{safe_name(first)}_{safe_name(second)}")
     p = result.params

@@ -505,6 +505,75 @@ class Mixer:
         )
 
 
+class NoUsableMixture(RuntimeError):
+    """Every attempt of :func:`mix_with_redraws` was refused (silent crops, bad files)."""
+
+
+def mix_with_redraws(mixer, draw, seed, max_attempts: int, what: str):
+    """Draw sources and mix them, redrawing when the mixer refuses them.
+
+    The one draw-and-retry loop of mixing: attempt ``a`` uses the generator
+    ``np.random.default_rng([*seed, a])`` for both the draw and the mix, so the
+    same seed gives the same mixture (and the same number of redraws) every time.
+    A crop without enough speech is redrawn quietly (it is expected now and then);
+    a silent or unreadable file is logged as a warning.
+
+    Arguments
+    ---------
+    mixer : Mixer
+        Anything with ``mix_segments(target, interferer, reference, rng)``.
+    draw : callable
+        ``draw(rng, attempt) -> (target, interferer, reference, extra)``: three
+        :class:`~mixing.references.Segment` and whatever the caller wants back
+        (e.g. the speakers drawn).
+    seed : sequence of int
+        Seed prefix of the item, e.g. ``[seed, split, index]``.
+    max_attempts : int
+        Attempts before giving up.
+    what : str
+        The item in messages, e.g. ``"train item 7"``.
+
+    Returns
+    -------
+    tuple
+        ``(MixResult, extra, attempt)``.
+
+    Raises
+    ------
+    NoUsableMixture
+        Every attempt was refused; the message lists why.
+
+    Example
+    -------
+    >>> class Flaky:
+    ...     def mix_segments(self, target, interferer, reference, rng):
+    ...         if target == "quiet":
+    ...             raise InactiveCropError("too little speech")
+    ...         return f"{target}+{interferer}"
+    >>> draw = lambda rng, attempt: ("quiet" if attempt == 0 else "a", "b", "a2", "spk b")
+    >>> mix_with_redraws(Flaky(), draw, seed=[0, 7], max_attempts=3, what="item 7")
+    ('a+b', 'spk b', 1)
+    >>> mix_with_redraws(Flaky(), lambda rng, a: ("quiet", "b", "a2", None), [0], 2, "item 8")
+    Traceback (most recent call last):
+    ...
+    mixing.mixers.NoUsableMixture: item 8: no usable mixture in 2 attempts: too little speech; too little speech
+    """  # noqa: E501
+    errors = []
+    for attempt in range(max_attempts):
+        rng = np.random.default_rng([*seed, attempt])
+        target, interferer, reference, extra = draw(rng, attempt)
+        try:
+            return mixer.mix_segments(target, interferer, reference, rng), extra, attempt
+        except InactiveCropError as error:
+            logger.debug("%s attempt %d: %s", what, attempt, error)
+            errors.append(str(error))
+        except (LoudnessError, AudioFileError) as error:
+            logger.warning("%s attempt %d: %s", what, attempt, error)
+            errors.append(str(error))
+    raise NoUsableMixture(
+        f"{what}: no usable mixture in {max_attempts} attempts: " + "; ".join(errors)
+    )
+
 def _name(what: str, path: str) -> str:
     return f"{what} ({path})" if path else what
 

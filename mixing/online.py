@@ -38,9 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mixing.mixers import InactiveCropError, LoudnessError, Mixer, MixResult
+from mixing.mixers import Mixer, MixResult, mix_with_redraws
 from mixing.references import MIN_SEGMENT_SAMPLES, Segment, pick_target_and_reference
-from modules.audio import AudioFileError
 from modules.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -209,27 +208,20 @@ class OnlineMixer:
         The target speaker cycles through :attr:`target_speakers` with ``index``;
         after ``max_attempts // 2`` failed draws another one is drawn at random.
         """
-        errors = []
-        for attempt in range(self.max_attempts):
-            rng = np.random.default_rng([self.seed, epoch, index, attempt])
+
+        def draw(rng, attempt):
             if attempt < self.max_attempts // 2:
                 target_speaker = self.target_speakers[index % len(self.target_speakers)]
             else:  # this speaker's audio keeps failing (e.g. mostly silence): try another
                 target_speaker = self.target_speakers[int(rng.integers(len(self.target_speakers)))]
             target, ref, interferer, i_seg = draw_sources(self.speakers, target_speaker, rng)
-            try:
-                result = self.mixer.mix_segments(target, i_seg, ref, rng)
-                return result, target_speaker, interferer, attempt
-            except InactiveCropError as error:  # expected now and then: redraw quietly
-                logger.debug("epoch %d item %d attempt %d: %s", epoch, index, attempt, error)
-                errors.append(str(error))
-            except (LoudnessError, AudioFileError) as error:
-                logger.warning("epoch %d item %d attempt %d: %s", epoch, index, attempt, error)
-                errors.append(str(error))
-        raise RuntimeError(
-            f"epoch {epoch} item {index}: no usable mixture in {self.max_attempts} attempts: "
-            + "; ".join(errors)
+            return target, i_seg, ref, (target_speaker, interferer)
+
+        result, (target_speaker, interferer), attempt = mix_with_redraws(
+            self.mixer, draw, [self.seed, epoch, index], self.max_attempts,
+            f"epoch {epoch} item {index}",
         )
+        return result, target_speaker, interferer, attempt
 
     def mix(self, index: int, epoch: int = 0) -> dict:
         """One training example.
