@@ -14,8 +14,8 @@ import json
 import re
 from pathlib import Path
 
-import torch
 import yaml
+from hyperpyyaml import load_hyperpyyaml
 
 COLUMNS = ("si_sdr", "si_sdri", "pesq", "stoi")
 
@@ -25,20 +25,22 @@ def last_checkpoint(save_folder: Path) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def count_parameters(checkpoint: Path) -> int | None:
-    """Weights in a saved state dict (no buffers: BatchNorm statistics, filterbanks)."""
-    if not checkpoint.is_file():
-        return None
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    skip = ("running_mean", "running_var", "num_batches_tracked", "mel_scale.fb", "window")
-    return sum(v.numel() for k, v in state.items() if not k.endswith(skip))
+def count_parameters(model_dir: Path) -> tuple[int, int] | tuple[None, None]:
+    """(trained, frozen) weights of the model a model directory builds."""
+    if not (model_dir / "inference.yaml").is_file():
+        return None, None
+    with open(model_dir / "inference.yaml", encoding="utf-8") as handle:
+        model = load_hyperpyyaml(handle)["model"]
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    return trained, frozen
 
 
 def variant_row(folder: Path) -> dict:
     """Scores, parameters and training throughput of one trained variant."""
     summary = json.loads((folder / "eval_model" / "summary.json").read_text())
     row = {"name": folder.name, **{m: summary["means"].get(m) for m in COLUMNS}}
-    row["parameters"] = count_parameters(folder / "train" / "model" / "model.ckpt")
+    row["parameters"], row["frozen_parameters"] = count_parameters(folder / "train" / "model")
     log = (folder / "train" / "train_log.txt").read_text()
     minutes = re.findall(r"train_minutes: ([0-9.e+-]+)", log)
     row["train_minutes"] = float(minutes[-1]) if minutes else None
@@ -91,6 +93,8 @@ def main(argv=None):
               f"{fmt(means.get('stoi'), 3)} |")
     for row in rows:
         params = "-" if not row.get("parameters") else f"{row['parameters'] / 1e6:.2f} M"
+        if row.get("frozen_parameters"):
+            params += f" (+{row['frozen_parameters'] / 1e6:.2f} M frozen)"
         print(f"| {row['name']} | {params} | {row.get('steps', '-')} | "
               f"{fmt(row['train_minutes'], 1)} | {fmt(row['audio_per_second'], 1)} | "
               f"{fmt(row['si_sdr'])} | {fmt(row['si_sdri'])} | {fmt(row['pesq'], 3)} | "
