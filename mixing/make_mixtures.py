@@ -88,7 +88,7 @@ from mixing.mixers import (
 )
 from mixing.online import draw_sources, save_speakers_json
 from mixing.references import build_speaker_segments
-from modules.audio import AudioFileError, load_audio, save_audio
+from modules.audio import SAMPLE_RATE, AudioFileError, load_audio, save_audio
 from modules.cli import ArgumentParser, BadInput, run_main
 from modules.files import atomic_write_text
 
@@ -114,7 +114,7 @@ COLUMNS = [
 ABSENT_COLUMNS = [
     "ID", "duration", "mix_wav", "ref_wav", "ref_speaker", "mix_speakers", "ratio_db",
     "noise_snr_db", "mix_files", "ref_file", "ref_start", "ref_stop", "ref_duration",
-    "noise_file", "noise_start", "mix_lufs", "attempt",
+    "noise_file", "noise_start", "peak_gain_db", "mix_lufs", "attempt",
 ]  # fmt: skip
 
 
@@ -358,15 +358,16 @@ def check_noise_files(
     usable, skipped = {}, []
     for path in files:
         try:
-            wav, _, _ = load_audio(path, 16000)
+            wav, _, _ = load_audio(path, SAMPLE_RATE)
             for part in parts:
                 lo, hi = part_bounds(wav.shape[0], part)
-                if hi - lo < min_seconds * 16000:
+                if hi - lo < min_seconds * SAMPLE_RATE:
                     raise LoudnessError(
-                        f"part {part[0]:g}-{part[1]:g} is {(hi - lo) / 16000:.2f} s long, "
+                        f"part {part[0]:g}-{part[1]:g} is "
+                        f"{(hi - lo) / SAMPLE_RATE:.2f} s long, "
                         f"under --min_noise_seconds {min_seconds:g}"
                     )
-                loudness(wav.numpy()[lo:hi].astype(np.float64), 16000, f"part {part}")
+                loudness(wav.numpy()[lo:hi].astype(np.float64), SAMPLE_RATE, f"part {part}")
         except (AudioFileError, LoudnessError) as error:
             reason = str(error).removeprefix(f"{path}: ")
             logger.warning("skipping noise file %s: %s", path, reason)
@@ -391,15 +392,16 @@ def noise_coverage_seconds(rows: list[dict], lengths: dict[str, int],
     >>> noise_coverage_seconds(rows, {"n": 160000}, (0.0, 1.0))
     1.5
     """
+    hop = SAMPLE_RATE // 100  # 10 ms
     used: dict[str, np.ndarray] = {}
     for row in rows:
         path = row.get("noise_file")
         if not path or path not in lengths:
             continue
         lo, hi = part_bounds(lengths[path], part)
-        frames = (hi - lo) // 160
+        frames = (hi - lo) // hop
         mask = used.setdefault(path, np.zeros(max(frames, 1), dtype=bool))
-        first = (int(row["noise_start"]) - lo) // 160
+        first = (int(row["noise_start"]) - lo) // hop
         count = min(int(round(float(row["duration"]) * 100)), len(mask))
         mask[(first + np.arange(count)) % len(mask)] = True
     return round(sum(int(mask.sum()) for mask in used.values()) / 100, 2)
@@ -503,14 +505,14 @@ def make_item(task: tuple[str, int]) -> dict:
     item_id = make_id(index, target_speaker, interferer, state["width"][split])
     row = {"ID": item_id}
     p = result.params
-    row["duration"] = p["length"] / 16000
+    row["duration"] = p["length"] / SAMPLE_RATE
     signals = {"mix_wav": result.mix, "ref_wav": result.reference, "target_wav": result.target}
     for column, (sub, suffix) in SUBDIRS.items():
         path = state["out"] / split / sub / f"{item_id}-{suffix}.wav"
-        save_audio(path, signals[column], 16000)
+        save_audio(path, signals[column], SAMPLE_RATE)
         row[column] = str(path)
     row.update(target_speaker=target_speaker, interferer_speaker=interferer)
-    row["ref_duration"] = (p["ref_stop"] - p["ref_start"]) / 16000
+    row["ref_duration"] = (p["ref_stop"] - p["ref_start"]) / SAMPLE_RATE
     row["attempt"] = attempt
     for column in COLUMNS:
         if column not in row:
@@ -541,14 +543,14 @@ def make_absent_item(index: int) -> dict:
                f"{safe_name(first)}_{safe_name(second)}")
     p = result.params
     row = {
-        "ID": item_id, "duration": p["length"] / 16000, "ref_speaker": absent,
+        "ID": item_id, "duration": p["length"] / SAMPLE_RATE, "ref_speaker": absent,
         "mix_speakers": f"{first}+{second}", "mix_files": f"{first_seg.path}+{second_seg.path}",
-        "ref_duration": (p["ref_stop"] - p["ref_start"]) / 16000, "attempt": attempt,
+        "ref_duration": (p["ref_stop"] - p["ref_start"]) / SAMPLE_RATE, "attempt": attempt,
     }
     for column, signal in (("mix_wav", result.mix), ("ref_wav", result.reference)):
         sub, suffix = SUBDIRS[column]
         path = state["out"] / split / sub / f"{item_id}-{suffix}.wav"
-        save_audio(path, signal, 16000)
+        save_audio(path, signal, SAMPLE_RATE)
         row[column] = str(path)
     for column in ABSENT_COLUMNS:
         if column not in row:
@@ -676,8 +678,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     state = {
         "seed": args.seed,
         "mixers": {s: mixer.replace(noise_part=parts[s]) for s in SPLIT_CODES},
-        "min_target": int(round(args.min_target_seconds * 16000)),
-        "min_ref": int(round(args.min_ref_seconds * 16000)),
+        "min_target": int(round(args.min_target_seconds * SAMPLE_RATE)),
+        "min_ref": int(round(args.min_ref_seconds * SAMPLE_RATE)),
         "out": out,
         "speakers": {s: {k: segments[k] for k in split_speakers[s]} for s in SPLIT_CODES},
         "order": {
@@ -714,7 +716,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             "speakers": len(split_speakers[split]),
             "speakers_used": len(used | talkers),
             "hours": round(sum(float(r["duration"]) for r in rows) / 3600, 4),
-            "peak_protected": 0 if absent else sum(float(r["peak_gain_db"]) < 0 for r in rows),
+            "peak_protected": sum(float(r["peak_gain_db"]) < 0 for r in rows),
             "redrawn": sum(int(r["attempt"]) > 0 for r in rows),
         }
         if noise_files:
@@ -723,7 +725,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                 noise_part=[lo, hi],
                 noise_files_used=len({r["noise_file"] for r in rows}),
                 noise_seconds_available=round(sum(
-                    (b - a) / 16000 for a, b in (part_bounds(n, (lo, hi))
+                    (b - a) / SAMPLE_RATE for a, b in (part_bounds(n, (lo, hi))
                                                  for n in noise_lengths.values())), 2),
                 noise_seconds_used=noise_coverage_seconds(rows, noise_lengths, (lo, hi)),
             )
@@ -742,7 +744,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         "splits": summary,
         "seeding": "np.random.default_rng([seed, split_code, index, attempt]) per item; "
         f"split codes {SPLIT_CODES}",
-        "sample_rate": 16000,
+        "sample_rate": SAMPLE_RATE,
     }
     atomic_write_text(out / "mixing_params.yaml", yaml.safe_dump(params, sort_keys=False))
 
