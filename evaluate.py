@@ -59,7 +59,7 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from modules.audio import AudioFileError, save_audio
+from modules.audio import SAMPLE_RATE, AudioFileError, save_audio
 from modules.cli import (
     BadInput,
     check_device,
@@ -128,8 +128,10 @@ def load_hparams_checked(hparams_file: Path, overrides: dict) -> dict:
         raise BadInput("give --model_dir MODEL to score a model, or --baseline mixture|target")
     if hparams["baseline"] is not None and hparams["model_dir"]:
         raise BadInput("give either --model_dir or --baseline, not both")
-    if hparams["sample_rate"] != 16000:
-        raise BadInput("the metrics are defined at 16 kHz: sample_rate must be 16000")
+    if hparams["sample_rate"] != SAMPLE_RATE:
+        raise BadInput(
+            f"the metrics are defined at {SAMPLE_RATE} Hz: sample_rate must be {SAMPLE_RATE}"
+        )
     compared = hparams["compare_baselines"] or []
     if isinstance(compared, str):
         compared = [compared]
@@ -411,9 +413,6 @@ def report(summary: dict) -> str:
         f"{summary['items'] + summary['skipped']} item(s) scored, "
         f"{summary['skipped']} skipped as bad",
     ]
-    if summary["failed"]:
-        lines.append(f"{summary['failed']} failed estimate(s) (all zero or non-finite) scored "
-                     "at the metric floors")
     if summary["_table"]:
         lines.append(summary["_table"])
     elif summary["save_dir"]:

@@ -175,21 +175,22 @@ def check_output_file(path, inputs: Sequence = (), option: str = "--out") -> Pat
             )
     if path.is_dir():
         raise BadInput(f"{path}: is a directory; {option} must be a file name")
-    check_writable_dir(path.parent, option)
+    check_writable_dir(path.parent, option, name=path)
     return path
 
 
-def check_writable_dir(folder, option: str) -> Path:
+def check_writable_dir(folder, option: str, name=None) -> Path:
     """Refuse a folder that is not a folder, or cannot be created or written to.
 
     The nearest existing ancestor must be a writable folder; nothing is created.
+    ``name`` (default ``folder``) is the path the message names.
 
     Example
     -------
     >>> check_writable_dir("/proc/x/y", "--out_dir")
     Traceback (most recent call last):
     ...
-    modules.cli.BadInput: /proc/x/y: --out_dir cannot be created or written (...)
+    modules.cli.BadInput: /proc/x/y: --out_dir cannot be written there (/proc: ...)
     """
     folder = Path(folder)
     existing = folder
@@ -197,13 +198,14 @@ def check_writable_dir(folder, option: str) -> Path:
         if existing.is_symlink() or existing.parent == existing:
             break
         existing = existing.parent
+    name = folder if name is None else name
     if existing.exists() and not existing.is_dir():
-        raise BadInput(f"{folder}: {option} is not a folder ({existing} is a file)")
+        raise BadInput(f"{name}: {option} is not a folder ({existing} is a file)")
     try:  # os.access says yes to root on read-only places such as /proc: really try
         with tempfile.TemporaryFile(dir=existing, prefix=".write-test-"):
             pass
     except OSError as error:
-        raise BadInput(f"{folder}: {option} cannot be created or written ({existing}: "
+        raise BadInput(f"{name}: {option} cannot be written there ({existing}: "
                        f"{error.strerror or error})") from None
     return folder
 

@@ -50,7 +50,6 @@ import importlib
 import json
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +57,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 
 from modules.audio import SAMPLE_RATE
-from modules.files import FileError, atomic_write_text, replace_dir
+from modules.files import FileError, atomic_write_text, new_dir_beside, replace_dir
 from modules.init_args import init_args
 
 logger = logging.getLogger(__name__)
@@ -166,6 +165,8 @@ def load_model_state(model: torch.nn.Module, path) -> None:
     True
     """
     path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise ModelDirError(path, "empty checkpoint file (0 bytes): copy or train it again")
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -398,8 +399,7 @@ def write_model_dir(
             model_args[key] = value
     text = render_inference_yaml(model_class, model_args, trained_args, template_path)
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
+    tmp = new_dir_beside(dest, "tmp")  # the normal mode, not mkdtemp's 0700
     try:
         (tmp / HPARAMS_FILE).write_text(text, encoding="utf-8")
         state_dict = {key: value.detach().cpu() for key, value in model.state_dict().items()}

@@ -224,9 +224,15 @@ def parse_command_line(argv):
         argv, __doc__, string_keys=("data_folder", "output_folder", "noise_folder"),
         passthrough=run_options,
     )
+    # Yaml keys that are also run options (--precision, ...) go through SpeechBrain's
+    # parser as well, so their values are checked the same way (flags excepted).
+    checked = [token for key, value in overrides.items()
+               if key in run_options and not isinstance(value, bool)
+               for token in (f"--{key}", str(value))]
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
+            sb.parse_arguments([str(hparams_file), *checked])
             _, run_opts, _ = sb.parse_arguments([str(hparams_file), *rest])
     except SystemExit:
         lines = captured.getvalue().strip().splitlines() or ["bad run option"]
@@ -271,10 +277,12 @@ def check_inputs(hparams_file, overrides) -> None:
             speakers = load_speakers_json(speakers_json)
         except ValueError as error:
             raise BadInput(str(error)) from None
-        if len(speakers) < 2:
+        if len(speakers) < 2 or max(len(segments) for segments in speakers.values()) < 2:
             raise BadInput(
-                f"{speakers_json}: {len(speakers)} training speaker(s); online mixing needs at "
-                "least 2 (interferers are other training speakers)"
+                f"{speakers_json}: {len(speakers)} training speaker(s), the most segments of "
+                f"one {max(map(len, speakers.values()), default=0)}; online mixing needs at "
+                "least 2 speakers (interferers are other training speakers), and one with 2 "
+                "segments (a target and a reference)"
             )
         files |= {segment.path for segments in speakers.values() for segment in segments}
     elif not Path(str(hparams["train_csv"])).is_file():
