@@ -64,13 +64,12 @@ from mixing.make_mixtures import (
 from mixing.mixers import TEST_NOISE_PART, LoudnessError, Mixer
 from mixing.references import find_split_point
 from modules.asr import AsrError, PocketSphinxRecognizer
-from modules.audio import AudioFileError, load_audio, save_audio
+from modules.audio import SAMPLE_RATE, AudioFileError, load_audio, save_audio
 from modules.cli import ArgumentParser, run_main
 from modules.files import atomic_write_text
 
 logger = logging.getLogger("mixing.make_asr_test")
 
-SAMPLE_RATE = 16000
 COLUMNS = [
     "ID", "duration", "mix_wav", "ref_wav", "target_wav", "target_speaker",
     "interferer_speaker", "target_file", "target_start", "target_stop", "ref_start",
@@ -145,6 +144,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--lufs", type=float, default=-20.0)
     parser.add_argument("--min_target_seconds", type=float, default=1.0)
     parser.add_argument("--min_ref_seconds", type=float, default=1.0)
+    parser.add_argument("--num_items", type=int, default=0,
+                        help="use only the first N clips (0: all)")
     parser.add_argument("--overwrite", action="store_true")
     return parser
 
@@ -155,6 +156,7 @@ def main(argv: list[str]) -> int:
     clips = read_clips(args.corpus, args.lang)
     pool = clips if not args.interferer_langs or args.interferer_langs == [args.lang] else [
         clip for lang in args.interferer_langs for clip in read_clips(args.corpus, lang)]
+    clips = clips[: args.num_items] if args.num_items > 0 else clips
     out = args.out.resolve()
     manifest = out.parent / f"{out.name}.csv"
     if (manifest.exists() or (out / "mix").exists()) and not args.overwrite:
