@@ -30,6 +30,7 @@ from mixing.make_mixtures import main as make_mixtures
 from mixing.mixers import Mixer
 from mixing.online import OnlineMixer
 from mixing.references import build_speaker_segments
+from modules.audio import SAMPLE_RATE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +65,7 @@ def bench_online(data: Path, num: int, seed: int) -> dict:
     )  # fmt: skip
     online.mix(0, epoch=99)  # warm-up: noise cache, filters
     start = time.perf_counter()
-    audio = sum(online.mix(i, epoch=0)["mix"].shape[0] / 16000 for i in range(num))
+    audio = sum(online.mix(i, epoch=0)["mix"].shape[0] / SAMPLE_RATE for i in range(num))
     seconds = time.perf_counter() - start
     return {"mode": "online", "workers": 1, "mixtures": num, "seconds": seconds,
             "audio_seconds": audio}  # fmt: skip

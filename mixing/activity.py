@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from modules.audio import SAMPLE_RATE
+
 
 def active_fraction(
     wav,
-    sample_rate: int = 16000,
+    sample_rate: int = SAMPLE_RATE,
     frame_seconds: float = 0.02,
     range_db: float = 35.0,
     floor_dbfs: float = -70.0,

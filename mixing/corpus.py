@@ -39,12 +39,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from modules.audio import SAMPLE_RATE
 from modules.cli import BadInput
 
 logger = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".flac", ".wav")
-SAMPLE_RATE = 16000
 #: A file whose loudest 20 ms frame is below this level holds no speech. The quietest
 #: real recording in ../shared/data peaks at -50 dBFS (a Common Voice clip).
 SILENCE_DBFS = -60.0

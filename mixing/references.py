@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 
-from mixing.corpus import SAMPLE_RATE, Utterance
-from modules.audio import AudioFileError, load_audio
+from mixing.corpus import Utterance
+from modules.audio import SAMPLE_RATE, AudioFileError, load_audio
 
 logger = logging.getLogger(__name__)
 

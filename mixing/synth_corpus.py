@@ -53,12 +53,10 @@ import torch
 from scipy.signal import resample_poly
 from tqdm import tqdm
 
-from modules.audio import save_audio
+from modules.audio import SAMPLE_RATE, save_audio
 from modules.cli import ArgumentParser, BadInput, check_writable_dir, run_main
 
 logger = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16000
 
 # Voice variants (files in ``espeak-ng-data/voices/!v``) that sound like a
 # plain human voice; robots, whispers, croaks and heavy echoes are left out.

@@ -40,9 +40,10 @@ from pathlib import Path
 
 import torch
 
+from modules.audio import SAMPLE_RATE
+
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 TIR_EDGES = (-math.inf, -5.0, -2.0, 2.0, 5.0, math.inf)
 MIX_LENGTH_EDGES = (0.0, 2.0, 4.0, 8.0, 16.0, math.inf)
 REF_LENGTHS = (0.5, 1.0, 2.0, 4.0, 8.0)

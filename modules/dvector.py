@@ -42,6 +42,7 @@ import torch
 import torchaudio
 from torch import nn
 
+from modules.audio import SAMPLE_RATE
 from modules.stft import STFT
 
 #: How to install the wheel that carries the weights.
@@ -84,7 +85,8 @@ class DVectorEncoder(nn.Module):
         ``False`` freezes the encoder (no gradients, always in eval mode, run
         under ``torch.no_grad``); ``True`` fine-tunes it.
     sample_rate : int
-        Must be 16000 (the rate the weights were trained at).
+        Must be :data:`modules.audio.SAMPLE_RATE`, 16000 (the rate the weights were
+        trained at).
     partial_frames : int
         Frames per partial utterance (160 = 1.6 s).
     partials_per_second : float
@@ -115,15 +117,17 @@ class DVectorEncoder(nn.Module):
         self,
         pretrained: bool = True,
         trainable: bool = False,
-        sample_rate: int = 16000,
+        sample_rate: int = SAMPLE_RATE,
         partial_frames: int = 160,
         partials_per_second: float = 1.3,
         min_coverage: float = 0.75,
         target_dbfs: float = -30.0,
     ):
         super().__init__()
-        if sample_rate != 16000:
-            raise ValueError(f"the pretrained d-vector works at 16000 Hz, got {sample_rate}")
+        if sample_rate != SAMPLE_RATE:
+            raise ValueError(
+                f"the pretrained d-vector works at {SAMPLE_RATE} Hz, got {sample_rate}"
+            )
         self.hop = sample_rate // 100  # 10 ms
         self.partial_frames = int(partial_frames)
         self.partial_step = int(round(sample_rate / partials_per_second / self.hop))
@@ -250,7 +254,7 @@ def partial_count_reference(num_samples: int, rate: float = 1.3, min_coverage: f
     [1, 1, 2, 12]
     """
     frames = int(math.ceil((num_samples + 1) / 160))
-    step = int(round((16000 / rate) / 160))
+    step = int(round((SAMPLE_RATE / rate) / 160))
     starts = list(range(0, max(1, frames - 160 + step + 1), step))
     coverage = (num_samples - starts[-1] * 160) / (160 * 160)
     if coverage < min_coverage and len(starts) > 1:

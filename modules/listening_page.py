@@ -40,12 +40,11 @@ from pathlib import Path
 
 import torch
 
-from modules.audio import save_audio
+from modules.audio import SAMPLE_RATE, save_audio
 from modules.files import atomic_path, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 SIGNALS = ("mixture", "reference", "estimate", "target")
 
 _STYLE = """

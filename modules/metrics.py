@@ -62,9 +62,10 @@ from torchmetrics.functional.audio import (
     short_time_objective_intelligibility,
 )
 
+from modules.audio import SAMPLE_RATE
+
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 METRICS = ("si_sdr", "si_sdr_zero_mean", "si_sdri", "pesq", "stoi")
 UNITS = {"si_sdr": "dB", "si_sdr_zero_mean": "dB", "si_sdri": "dB", "pesq": "", "stoi": ""}
 #: The score of a failed estimate (see "Failed estimates count as failures" above);

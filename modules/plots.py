@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from modules.audio import save_audio
+from modules.audio import SAMPLE_RATE, save_audio
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def plot_train_log(train_log, out_png) -> Path:
     return out_png
 
 
-def spectrogram_figure(waves: dict[str, torch.Tensor], sample_rate: int = 16000):
+def spectrogram_figure(waves: dict[str, torch.Tensor], sample_rate: int = SAMPLE_RATE):
     """One log-magnitude spectrogram panel per ``[T]`` waveform, stacked vertically."""
     import matplotlib
 
@@ -111,7 +111,7 @@ def spectrogram_figure(waves: dict[str, torch.Tensor], sample_rate: int = 16000)
     return fig
 
 
-def log_examples(examples, folder, epoch, sample_rate=16000, wandb_run=None):
+def log_examples(examples, folder, epoch, sample_rate=SAMPLE_RATE, wandb_run=None):
     """Saves a few validation examples as wavs + spectrogram PNGs, and logs them to W&B.
 
     Arguments

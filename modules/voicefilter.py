@@ -42,6 +42,7 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
+from modules.audio import SAMPLE_RATE
 from modules.dvector import INSTALL_HINT, DVectorEncoder, DVectorUnavailable
 from modules.init_args import records_init_args
 from modules.losses import SpExPlusLoss, length_mask
@@ -92,7 +93,7 @@ class MelBands(nn.Module):
     (torch.Size([2, 257, 5]), True)
     """
 
-    def __init__(self, num_bins: int, n_mels: int = 80, sample_rate: int = 16000):
+    def __init__(self, num_bins: int, n_mels: int = 80, sample_rate: int = SAMPLE_RATE):
         super().__init__()
         if n_mels < 1:
             raise ValueError(f"n_mels must be >= 1, got {n_mels}")
@@ -297,7 +298,7 @@ class VoiceFilter(nn.Module):
     input_compression : float
         Exponent of the input magnitudes.
     sample_rate : int
-        16000 (the d-vector's rate).
+        :data:`modules.audio.SAMPLE_RATE` (the d-vector's rate).
 
     Example
     -------
@@ -331,13 +332,13 @@ class VoiceFilter(nn.Module):
         pretrained_dvector: bool = True,
         num_speakers: int = 0,
         input_compression: float = 0.3,
-        sample_rate: int = 16000,
+        sample_rate: int = SAMPLE_RATE,
     ):
         super().__init__()
         if scale not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
-        if sample_rate != 16000:
-            raise ValueError(f"VoiceFilter works at 16000 Hz, got {sample_rate}")
+        if sample_rate != SAMPLE_RATE:
+            raise ValueError(f"VoiceFilter works at {SAMPLE_RATE} Hz, got {sample_rate}")
         self.scale = scale
         self.input_compression = float(input_compression)
         self.stft = STFT(n_fft, win_length, hop_length)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from modules.audio import SAMPLE_RATE as SR
 from modules.audio import load_audio, save_audio
 from modules.model_dir import write_model_dir
 from modules.spex_plus import SpExPlus
@@ -17,7 +18,6 @@ pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-SR = 16000
 
 
 @pytest.fixture(scope="module")

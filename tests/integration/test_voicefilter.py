@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from modules.audio import SAMPLE_RATE as SR
 from modules.audio import load_audio, save_audio
 from modules.inference import TargetSpeakerExtractor
 from modules.model_dir import write_model_dir
@@ -25,7 +26,6 @@ from modules.voicefilter import VoiceFilter
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-SR = 16000
 TINY_SIZES = {"conv_channels": 4, "conv_out_channels": 2, "time_dilations": [1, 2],
               "lstm_units": 8, "fc_units": 8}  # fmt: skip
 

@@ -5,8 +5,7 @@ import pytest
 import soundfile as sf
 
 from mixing.corpus import BadFile, CorpusError, audio_problem, scan_corpora
-
-SR = 16000
+from modules.audio import SAMPLE_RATE as SR
 
 
 def _speech(seconds=1.0, seed=0):

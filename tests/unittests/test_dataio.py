@@ -5,10 +5,10 @@ import pytest
 import soundfile as sf
 import torch
 
+from modules.audio import SAMPLE_RATE as SR
 from modules.audio import AudioFileError, save_audio
 from modules.dataio import CustomDirDataset, InputLimits, Problem, manifest_dataset, read_wav
 
-SR = 16000
 T = 16000  # 1 s (the reference is half of it: the shortest one a model takes)
 
 

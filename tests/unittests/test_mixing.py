@@ -22,9 +22,8 @@ from mixing.references import (
     read_segment,
     split_utterance,
 )
+from modules.audio import SAMPLE_RATE as SR
 from modules.audio import load_audio, save_audio
-
-SR = 16000
 
 
 def speech_like(seconds, seed, level=0.1, pause=None):
