@@ -33,11 +33,17 @@ import math
 
 import numpy as np
 import pyloudnorm
+import scipy.signal
 import torch
 
 from modules.audio import SAMPLE_RATE
 
 _METERS: dict[int, pyloudnorm.Meter] = {}
+_SOS: dict[int, np.ndarray] = {}
+#: Gates of ITU-R BS.1770-4: blocks below the absolute gate, then those more than
+#: 10 LU below the loudness of the remaining ones, are left out.
+ABSOLUTE_GATE_LUFS = -70.0
+RELATIVE_GATE_LU = -10.0
 
 #: RMS level (dBFS) at which :func:`level` measures loudness, whatever the recording level.
 MEASURE_RMS_DBFS = -20.0
@@ -153,11 +159,66 @@ def loudness(wav, sample_rate: int = SAMPLE_RATE, what: str = "signal") -> float
         )
     if not np.isfinite(data).all():
         raise LoudnessError(f"{what} contains NaN or infinite samples")
-    with np.errstate(divide="ignore"):
-        value = float(meter.integrated_loudness(data))
+    value = integrated_loudness(data, sample_rate)
     if not math.isfinite(value):
         raise LoudnessError(f"{what} is silent (loudness {value}): cannot normalise it")
     return value
+
+
+def integrated_loudness(data: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
+    """Gated loudness (LUFS) of a ``[T]`` float64 signal: ``pyloudnorm``'s, about 3x faster.
+
+    The arithmetic of ``pyloudnorm.Meter.integrated_loudness`` (ITU-R BS.1770-4,
+    K-weighting, 400 ms blocks with 75 % overlap, -70 LUFS absolute and -10 LU
+    relative gates), vectorised: the two K-weighting biquads (pyloudnorm's
+    coefficients) run as one second-order-sections filter, the block energies
+    come from sums over the pieces between block edges instead of a Python loop.
+    It agrees with pyloudnorm to about 1e-9 LU (tests/unittests/test_levels.py);
+    the online mixer measures five signals per training item with it.
+
+    Arguments
+    ---------
+    data : np.ndarray
+        ``[T]`` float64 samples, at least one block long, finite.
+    sample_rate : int
+
+    Returns
+    -------
+    float
+        Loudness in LUFS; ``-inf`` when no block passes the gates (silence).
+
+    Example
+    -------
+    >>> tone = 0.1 * np.sin(2 * np.pi * 1000 * np.arange(16000) / 16000)
+    >>> meter = pyloudnorm.Meter(16000)
+    >>> bool(abs(integrated_loudness(tone) - meter.integrated_loudness(tone)) < 1e-9)
+    True
+    """
+    meter, sos = _k_weighting(sample_rate)
+    weighted = scipy.signal.sosfilt(sos, data)
+    num_samples = weighted.shape[0]
+    block, step = meter.block_size, 1.0 - meter.overlap
+    # pyloudnorm's block count and edges, computed with the same float operations
+    num_blocks = int(np.round((num_samples / sample_rate - block) / (block * step))) + 1
+    index = np.arange(num_blocks)
+    lower = (block * (index * step) * sample_rate).astype(np.int64)
+    upper = np.minimum((block * (index * step + 1) * sample_rate).astype(np.int64), num_samples)
+    # energy of each piece between consecutive edges, then of each block (a few pieces)
+    edges = np.unique(np.concatenate([lower, upper]))
+    pieces = np.add.reduceat(np.square(weighted[: edges[-1]]), edges[:-1])
+    cumulative = np.concatenate([[0.0], np.cumsum(pieces)])
+    energy = cumulative[np.searchsorted(edges, upper)] - cumulative[np.searchsorted(edges, lower)]
+    mean_square = np.maximum(energy, 0.0) / (block * sample_rate)
+    with np.errstate(divide="ignore"):
+        block_lufs = -0.691 + 10.0 * np.log10(mean_square)
+        absolute = mean_square[block_lufs >= ABSOLUTE_GATE_LUFS]
+        if absolute.size == 0:
+            return -math.inf
+        relative_gate = -0.691 + 10.0 * np.log10(absolute.mean()) + RELATIVE_GATE_LU
+        gated = mean_square[(block_lufs > relative_gate) & (block_lufs > ABSOLUTE_GATE_LUFS)]
+        if gated.size == 0:
+            return -math.inf
+        return float(-0.691 + 10.0 * np.log10(gated.mean()))
 
 
 def min_loudness_samples(sample_rate: int = SAMPLE_RATE) -> int:
@@ -323,6 +384,17 @@ def _meter(sample_rate: int) -> pyloudnorm.Meter:
     if sample_rate not in _METERS:
         _METERS[sample_rate] = pyloudnorm.Meter(sample_rate)
     return _METERS[sample_rate]
+
+
+def _k_weighting(sample_rate: int) -> tuple[pyloudnorm.Meter, np.ndarray]:
+    """The meter and its K-weighting filters as second-order sections ``[2, 6]`` (cached)."""
+    if sample_rate not in _SOS:
+        meter = _meter(sample_rate)
+        _SOS[sample_rate] = np.stack([
+            np.concatenate([stage.passband_gain * stage.b, stage.a])
+            for stage in meter._filters.values()
+        ])  # fmt: skip
+    return _meter(sample_rate), _SOS[sample_rate]
 
 
 def _numpy(wav) -> np.ndarray:
