@@ -152,7 +152,8 @@ def run_single(args) -> str:
     audio_format(out)
     for path in (args.mix, args.ref):
         if not Path(path).is_file():
-            raise BadInput(f"{path}: file not found")
+            raise BadInput(f"{path}: " + ("not an audio file (a folder)" if Path(path).exists()
+                                          else "file not found"))
     extractor = load_extractor(args)
     wav, info = extractor.extract_file(args.mix, args.ref, lufs=args.lufs, return_info=True)
     save_audio(out, wav, extractor.sample_rate)

@@ -89,7 +89,7 @@ from mixing.mixers import (
 from mixing.online import draw_sources, save_speakers_json
 from mixing.references import build_speaker_segments
 from modules.audio import SAMPLE_RATE, AudioFileError, load_audio, save_audio
-from modules.cli import ArgumentParser, BadInput, run_main
+from modules.cli import ArgumentParser, BadInput, check_writable_dir, run_main
 from modules.files import atomic_write_text
 
 logger = logging.getLogger("mixing.make_mixtures")
@@ -616,6 +616,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     counts = {split: getattr(args, f"num_{split}") for split in (*SPLITS, ABSENT_SPLIT)}
     if not any(counts.values()):
         raise UsageError("nothing to do: give --num_train, --num_valid and/or --num_test")
+    check_writable_dir(args.out, "--out")  # before the corpora are read
     bad_files: list[BadFile] = []
     corpus = scan_corpora(args.corpus, check=True, bad_files=bad_files)
     if bad_files:

@@ -82,6 +82,7 @@ CASES = [
     C("extract-out-unwritable", EXTRACT + " --mix {R}/mix.wav --ref {R}/ref.wav --out /proc/tse-test/est.wav", 2, "/proc/tse-test/est.wav|cannot be written there", not_words=".est.wav"),
     C("extract-out-is-dir", EXTRACT + " --mix {R}/mix.wav --ref {R}/ref.wav --out {C}", 2, "is a directory"),
     C("extract-out-bad-suffix", EXTRACT + " --mix {R}/mix.wav --ref {R}/ref.wav --out {C}/est.xyz", 2, "unknown audio format", absent="{C}/*"),
+    C("extract-mix-is-folder", EXTRACT + " --mix {C} --ref {R}/ref.wav --out {C}/est.wav", 2, "not an audio file (a folder)", absent="{C}/est.wav"),
     C("extract-missing-mix", EXTRACT + " --mix {C}/missing.wav --ref {R}/ref.wav --out {C}/est.wav", 2, "missing.wav: file not found", absent="{C}/est.wav"),
     C("extract-text-ref", EXTRACT + " --mix {R}/mix.wav --ref {R}/text.wav --out {C}/est.wav", 2, "text.wav: not a readable audio file", absent="{C}/est.wav"),
     C("extract-zero-ref", EXTRACT + " --mix {R}/mix.wav --ref {R}/silent.wav --out {C}/est.wav", 2, "silent.wav: all samples are zero", absent="{C}/est.wav"),
@@ -160,6 +161,8 @@ CASES = [
     C("mix-exists-no-overwrite", MIX_RUN, 2, "--overwrite", setup="cp {R}/corpus {C}/corpus", before=MIX_RUN, unchanged="{C}/out/valid.csv"),
     C("mix-overwrite-fewer-splits", MIXTURES + " --num_test 2 --num_test_speakers 3 --overwrite", 0, "wrote mixtures", setup="cp {R}/corpus {C}/corpus", before=MIX_RUN, exists="{C}/out/test.csv|{C}/out/test/speakers.json", absent="{C}/out/valid.csv|{C}/out/valid"),
     C("mix-train-hint", MIXTURES + " --num_train 2 --num_valid_speakers 4 --num_test_speakers 3", 2, "not enough speakers|--num_valid_speakers", setup="cp {R}/corpus {C}/corpus", not_words="--num_train_speakers"),
+    C("mix-out-is-file", MIXTURES + " --num_test 2 --num_test_speakers 3", 2, "--out is not a folder", setup="cp {R}/corpus {C}/corpus; write {C}/out x", unchanged="{C}/out"),
+    C("mix-out-unwritable", "mixing/make_mixtures.py --corpus {R}/corpus --out /proc/tse-test/mix --num_test 2", 2, "/proc/tse-test/mix: --out cannot be written there"),
     C("mix-workers-zero", MIXTURES + " --num_test 2 --workers 0", 2, "expected an integer >= 1"),
     # ---- mixing/synth_corpus.py
     C("synth-out-unwritable", "mixing/synth_corpus.py --out /proc/tse-test/corpus", 2, "cannot be written there"),
