@@ -54,8 +54,8 @@ td, th { border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: right; }
 th { background: #f3f3f3; } td.l, th.l { text-align: left; }
 .item { border-top: 2px solid #ddd; padding-top: 0.6em; margin-top: 1em; }
 .signals { display: flex; flex-wrap: wrap; gap: 0.8em; }
-.signal { width: 320px; } .signal img { width: 320px; display: block; }
-.signal audio { width: 320px; } .hist img { width: 300px; }
+.signal { width: 250px; } .signal img { width: 250px; display: block; }
+.signal audio { width: 250px; } .hist img { width: 300px; }
 """
 
 
