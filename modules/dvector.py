@@ -43,6 +43,7 @@ import torchaudio
 from torch import nn
 
 from modules.audio import SAMPLE_RATE
+from modules.losses import absolute_lengths
 from modules.stft import STFT
 
 #: How to install the wheel that carries the weights.
@@ -205,9 +206,7 @@ class DVectorEncoder(nn.Module):
 
     def _embed(self, wav: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         batch, num_samples = wav.shape
-        if lengths is None:
-            lengths = torch.ones(batch, device=wav.device)
-        abs_lens = torch.round(lengths.to(wav.device) * num_samples).long().clamp(1, num_samples)
+        abs_lens = absolute_lengths(lengths, num_samples, wav)
         # [T] < [B, 1] -> [B, T]
         valid = torch.arange(num_samples, device=wav.device).unsqueeze(0) < abs_lens.unsqueeze(1)
         wav = wav.float() * valid

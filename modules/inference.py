@@ -60,7 +60,7 @@ from speechbrain.inference.interfaces import Pretrained
 from modules.audio import AudioFileError, load_audio
 from modules.dataio import InputLimits
 from modules.levels import energy_ratio_db, match_level, normalize_level, rms_dbfs
-from modules.losses import length_mask
+from modules.losses import absolute_lengths
 from modules.model_dir import (  # noqa: F401 - load_model_state: named by older model dirs
     HPARAMS_FILE,
     INFERENCE_DEFAULTS,
@@ -425,7 +425,7 @@ class TargetSpeakerExtractor(Pretrained):
         if lengths is None:
             return [batch.shape[-1]] * batch.shape[0]
         lengths = torch.as_tensor(lengths, dtype=torch.float32).reshape(-1)
-        return length_mask(lengths, batch.shape[-1], batch).sum(dim=-1).long().tolist()
+        return absolute_lengths(lengths, batch.shape[-1], batch).tolist()
 
     def extract_file(self, mix_path, ref_path, lufs=None, return_info=False):
         """Extract the speaker of ``ref_path`` from ``mix_path``.

@@ -15,6 +15,41 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def absolute_lengths(
+    lengths: torch.Tensor | None, num_samples: int, like: torch.Tensor
+) -> torch.Tensor:
+    """``[B]`` sample counts (long) of a padded batch from its relative lengths.
+
+    The one conversion of SpeechBrain's relative lengths in the project:
+    ``round(lengths * num_samples)``, clamped to ``[1, num_samples]`` (an item is
+    never empty). Tensor arithmetic only, so traced graphs keep it for any length.
+
+    Arguments
+    ---------
+    lengths : torch.Tensor or None
+        ``[B]`` lengths relative to ``num_samples``; ``None``: every item is full.
+    num_samples : int
+        ``T`` of the padded batch.
+    like : torch.Tensor
+        ``[B, ...]`` tensor giving the batch size and device.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[B]`` integer lengths.
+
+    Example
+    -------
+    >>> absolute_lengths(torch.tensor([1.0, 0.5, 0.0]), 4, torch.zeros(3, 4))
+    tensor([4, 2, 1])
+    >>> absolute_lengths(None, 4, torch.zeros(2, 4))
+    tensor([4, 4])
+    """
+    if lengths is None:
+        lengths = torch.ones(like.shape[0], device=like.device)
+    return torch.round(lengths.to(like.device) * num_samples).long().clamp(1, num_samples)
+
+
 def length_mask(lengths: torch.Tensor | None, num_samples: int, like: torch.Tensor) -> torch.Tensor:
     """``[B, T]`` 0/1 mask (dtype of ``like``) of the samples inside each length.
 
@@ -41,7 +76,7 @@ def length_mask(lengths: torch.Tensor | None, num_samples: int, like: torch.Tens
     """
     if lengths is None:
         return torch.ones(like.shape[0], num_samples, dtype=like.dtype, device=like.device)
-    abs_lens = torch.round(lengths.to(like.device) * num_samples).long().clamp(1, num_samples)
+    abs_lens = absolute_lengths(lengths, num_samples, like)
     # [T] < [B, 1] -> [B, T]
     mask = torch.arange(num_samples, device=like.device).unsqueeze(0) < abs_lens.unsqueeze(1)
     return mask.to(like.dtype)

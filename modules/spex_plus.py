@@ -34,7 +34,7 @@ from torch import nn
 
 from modules.dvector import DVectorEncoder
 from modules.init_args import records_init_args
-from modules.losses import length_mask
+from modules.losses import absolute_lengths, length_mask
 from modules.norms import ChannelLayerNorm
 from modules.tcn import TCNStack
 
@@ -479,9 +479,7 @@ class SpExPlus(nn.Module):
             ``[B, num_speakers]``, or ``None`` without a classifier.
         """
         num_samples = ref.shape[-1]
-        if ref_lens is None:
-            ref_lens = torch.ones(ref.shape[0], device=ref.device)
-        abs_lens = torch.round(ref_lens * num_samples).long().clamp(1, num_samples)
+        abs_lens = absolute_lengths(ref_lens, num_samples, ref)
         # [B, Tr]: zero whatever lies past each length
         ref = ref * length_mask(ref_lens, num_samples, ref)
         parts = []

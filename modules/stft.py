@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modules.losses import absolute_lengths
+
 
 class STFT(nn.Module):
     """Centred short-time Fourier transform and its inverse, as fixed convolutions.
@@ -113,7 +115,7 @@ class STFT(nn.Module):
         tensor([[1., 1., 1., 1., 1., 1.],
                 [1., 1., 1., 0., 0., 0.]])
         """
-        abs_lens = torch.round(lengths * num_samples).long().clamp(1, num_samples)
+        abs_lens = absolute_lengths(lengths, num_samples, lengths)
         index = torch.arange(num_frames, device=lengths.device)
         return (index.unsqueeze(0) < self.num_frames(abs_lens).unsqueeze(1)).float()
 

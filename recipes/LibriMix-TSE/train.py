@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from mixing.corpus import find_noise_files
 from mixing.online import OnlineMixer, load_speakers_json
 from modules.dataio import manifest_dataset
+from modules.losses import absolute_lengths
 from modules.metrics import MetricSummary, compute_metrics
 from modules.model_dir import write_model_dir
 from modules.plots import log_examples, plot_train_log
@@ -59,8 +60,11 @@ class ExtractionBrain(sb.Brain):
         """Graded metrics per utterance on the unpadded signals."""
         mix, mix_lens = batch.mix
         target, lens = batch.target
+        lengths = absolute_lengths(lens, target.shape[-1], target).tolist()
+        ref, ref_lens = batch.ref
+        ref_lengths = absolute_lengths(ref_lens, ref.shape[-1], ref).tolist()
         for i, utt_id in enumerate(batch.id):
-            length = int(round(float(lens[i]) * target.shape[-1]))
+            length = lengths[i]
             est = predictions["est"][i, :length].float().cpu()
             metrics = ("si_sdr", "si_sdri")
             if self.valid_items_scored < self.hparams.valid_pesq_items:
@@ -70,13 +74,12 @@ class ExtractionBrain(sb.Brain):
             )
             self.valid_summary.add(scores)
             if self.valid_items_scored < self.hparams.num_audio_examples:
-                ref_length = int(round(float(batch.ref.lengths[i]) * batch.ref.data.shape[-1]))
                 mixture = mix[i, :length].cpu()
                 # The loss is scale-invariant: play the estimate at the mixture's level.
                 level = mixture.norm() / est.norm().clamp_min(1e-8)
                 self.audio_examples[utt_id] = {
                     "mixture": mixture,
-                    "reference": batch.ref.data[i, :ref_length].cpu(),
+                    "reference": ref[i, :ref_lengths[i]].cpu(),
                     "estimate": est * level,
                     "target": target[i, :length].cpu(),
                 }

@@ -2,7 +2,7 @@
 
 import torch
 
-from modules.losses import SpExPlusLoss, batch_si_sdr
+from modules.losses import SpExPlusLoss, absolute_lengths, batch_si_sdr, length_mask
 
 
 def scales_of(signal):
@@ -98,3 +98,15 @@ def test_cross_entropy_term():
 
     all_ignored = loss_fn(outputs, target, speaker_index=torch.full((3,), -1))
     assert torch.isfinite(all_ignored["loss"]) and all_ignored["ce"] == 0
+
+
+def test_absolute_lengths_of_padded_batch_and_mask():
+    """Relative lengths from a padded batch give back each item's sample count."""
+    counts = torch.tensor([37, 100, 1, 64])
+    rel = counts.float() / 100  # SpeechBrain's PaddedBatch convention (float32)
+    batch = torch.zeros(4, 100)
+    assert absolute_lengths(rel, 100, batch).tolist() == counts.tolist()
+    assert length_mask(rel, 100, batch).sum(dim=-1).long().tolist() == counts.tolist()
+    assert absolute_lengths(None, 100, batch).tolist() == [100] * 4
+    # never empty, never past the end
+    assert absolute_lengths(torch.tensor([0.0, 1.5]), 100, batch[:2]).tolist() == [1, 100]
