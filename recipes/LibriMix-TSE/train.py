@@ -297,7 +297,12 @@ def check_inputs(hparams_file, overrides) -> None:
     manifests = [valid_csv] + ([] if hparams["online_mixing"] else [Path(hparams["train_csv"])])
     for manifest in manifests:
         with open(manifest, encoding="utf-8", newline="") as stream:
-            rows = list(csv.DictReader(stream))
+            reader = csv.DictReader(stream)
+            rows = list(reader)
+        missing = {"ID", "mix_wav", "ref_wav", "target_wav"} - set(reader.fieldnames or ())
+        if missing:
+            raise BadInput(f"{manifest}: not a mixing manifest (no {', '.join(sorted(missing))} "
+                           "column); mixing/make_mixtures.py writes one")
         if not rows:
             raise BadInput(f"{manifest}: no items")
         files |= {row[column] for row in rows for column in ("mix_wav", "ref_wav", "target_wav")

@@ -174,6 +174,7 @@ CASES = [
     C("train-one-speaker", TRAIN + " --data_folder {R}/data_one_speaker", 2, "speakers.json: 1 training speaker(s)"),
     C("train-no-two-segments", TRAIN + " --data_folder {R}/data_one_segment", 2, "speakers.json: 2 training speaker(s), the most segments of one 1"),
     C("train-corrupt-file", TRAIN + " --data_folder {R}/data_corrupt", 2, "cut.flac: cannot be decoded"),
+    C("train-valid-csv-not-a-manifest", TRAIN + " --data_folder {C}/data", 2, "valid.csv: not a mixing manifest (no mix_wav", setup="cp {R}/data {C}/data; write {C}/data/valid.csv ID,path"),
     C("train-unknown-option", TRAIN + " --data_folder {R}/data --bogus 1", 2, "unknown option --bogus"),
     C("train-batch-size-text", TRAIN + " --data_folder {R}/data --batch_size abc", 2, "--batch_size expects a number (default 8), got 'abc'"),
     C("train-bad-run-option", TRAIN + " --data_folder {R}/data --precision fp7", 2, "argument --precision: invalid choice"),
