@@ -210,7 +210,7 @@ class SpeakerResBlock(nn.Module):
 class SpeakerEncoder(nn.Module):
     """SpEx+ speaker encoder: multi-scale features to one embedding per reference.
 
-    ``cLN -> 1x1 conv (3N -> C0) -> ResBlocks (C0 -> C1 -> ...) -> 1x1 conv (-> D)``,
+    ``cLN -> 1x1 conv (3N -> C1) -> ResBlocks (C1 -> C1 -> C2 -> ...) -> 1x1 conv (-> D)``,
     then the mean over the valid frames only (frames ``< valid_frames`` after
     the max-pools), so zero padding in a batch leaves the embedding unchanged.
 
@@ -219,33 +219,36 @@ class SpeakerEncoder(nn.Module):
     in_channels : int
         Channels of the concatenated encoder output (``3N``).
     speaker_channels : tuple of int
-        ``(C0, C1, ..., Ck)``: the projection width ``C0`` followed by the
-        output width of each of the ``k`` ResNet blocks (``(256, 256, 512, 512)``
-        in the paper: blocks 256->256, 256->512, 512->512).
+        ``(C1, ..., Ck)``: the output width of each of the ``k >= 1`` ResNet
+        blocks (the same list as :class:`SpExPlus`'s ``speaker_channels``). The
+        1x1 projection before them has the first block's width ``C1``, so
+        ``(256, 512, 512)`` gives the paper's blocks 256->256, 256->512, 512->512.
     embedding_dim : int
         Embedding size ``D``.
 
     Example
     -------
     >>> import torch
-    >>> encoder = SpeakerEncoder(12, (8, 8, 16), embedding_dim=4).eval()
+    >>> encoder = SpeakerEncoder(12, (8, 16), embedding_dim=4).eval()
     >>> encoder(torch.randn(2, 12, 40), torch.tensor([40, 20])).shape
     torch.Size([2, 4])
     >>> encoder.pooled_frames(torch.tensor([40, 20, 5]))
     tensor([4, 2, 1])
     """
 
-    def __init__(self, in_channels: int, speaker_channels=(256, 256, 512, 512), embedding_dim=256):
+    def __init__(self, in_channels: int, speaker_channels=(256, 512, 512), embedding_dim=256):
         super().__init__()
         speaker_channels = tuple(int(c) for c in speaker_channels)
         if len(speaker_channels) < 1:
-            raise ValueError("speaker_channels needs at least the projection width")
+            raise ValueError("speaker_channels needs the width of at least one ResNet block")
+        # the projection has the first block's width: (C1, C1, C2, ..., Ck)
+        widths = (speaker_channels[0], *speaker_channels)
         self.norm = ChannelLayerNorm(in_channels)
-        self.proj = nn.Conv1d(in_channels, speaker_channels[0], 1)
+        self.proj = nn.Conv1d(in_channels, widths[0], 1)
         self.blocks = nn.ModuleList(
             [
                 SpeakerResBlock(c_in, c_out)
-                for c_in, c_out in zip(speaker_channels[:-1], speaker_channels[1:], strict=True)
+                for c_in, c_out in zip(widths[:-1], speaker_channels, strict=True)
             ]
         )
         self.out_conv = nn.Conv1d(speaker_channels[-1], embedding_dim, 1)
@@ -318,7 +321,8 @@ class SpExPlus(nn.Module):
     short_kernel, middle_kernel, long_kernel : int
         Encoder/decoder windows in samples (``L1, L2, L3``); stride ``L1 // 2``.
     speaker_channels : tuple of int
-        Output channels of the speaker-encoder ResNet blocks; the 1x1 projection
+        Output channels of the speaker-encoder ResNet blocks (see
+        :class:`SpeakerEncoder`, which takes the same list); the 1x1 projection
         before them has ``speaker_channels[0]`` channels, so ``(256, 512, 512)``
         gives the paper's blocks 256->256, 256->512, 512->512. Each block
         max-pools by 3.
@@ -390,9 +394,7 @@ class SpExPlus(nn.Module):
         self.dvector = None
         cond_dim = 0
         if reference_encoder in ("native", "native+dvector"):
-            self.speaker_encoder = SpeakerEncoder(
-                3 * n_filters, (speaker_channels[0], *speaker_channels), embedding_dim
-            )
+            self.speaker_encoder = SpeakerEncoder(3 * n_filters, speaker_channels, embedding_dim)
             cond_dim += embedding_dim
         if "dvector" in reference_encoder:
             self.dvector = DVectorEncoder(

@@ -106,8 +106,25 @@ def test_embed_reference_does_not_mutate_input(model):
     assert torch.equal(ref, copy)
 
 
+def test_speaker_channels_mean_the_block_widths_in_both_classes():
+    """SpeakerEncoder and SpExPlus take the same list; checkpoint names and shapes as before."""
+    net = tiny_model()
+    alone = SpeakerEncoder(3 * TINY["n_filters"], TINY["speaker_channels"], TINY["embedding_dim"])
+    inside = net.speaker_encoder.state_dict()
+    assert {k: v.shape for k, v in alone.state_dict().items()} == {
+        k: v.shape for k, v in inside.items()
+    }
+    # (8, 16): projection 24 -> 8, blocks 8 -> 8 and 8 -> 16, embedding 16 -> 8
+    assert inside["proj.weight"].shape == (8, 24, 1)
+    assert inside["blocks.0.conv1.weight"].shape == (8, 8, 1)
+    assert inside["blocks.1.conv1.weight"].shape == (16, 8, 1)
+    assert inside["out_conv.weight"].shape == (8, 16, 1)
+    assert len(net.speaker_encoder.blocks) == len(TINY["speaker_channels"])
+
+
 def test_speaker_encoder_pooled_frames():
-    encoder = SpeakerEncoder(6, (4, 4, 4, 4), embedding_dim=3)
+    encoder = SpeakerEncoder(6, (4, 4, 4), embedding_dim=3)
+    assert len(encoder.blocks) == 3
     assert encoder.min_frames == 27
     assert encoder.pooled_frames(torch.tensor([1, 26, 27, 80, 81])).tolist() == [1, 1, 1, 2, 3]
 
