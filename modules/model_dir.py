@@ -41,7 +41,7 @@ Example
 >>> from hyperpyyaml import load_hyperpyyaml
 >>> hparams = load_hyperpyyaml((dest / HPARAMS_FILE).read_text())
 >>> hparams["model_args"]["num_speakers"], hparams["trained_args"]
-(0, {'num_speakers': 3})
+(0, {'num_speakers': 3, 'pretrained_dvector': True})
 """
 
 from __future__ import annotations
@@ -83,8 +83,11 @@ INFERENCE_DEFAULTS = {
     "peak_limit": 0.99,
 }
 
-#: Constructor arguments forced at inference (the speaker classifier is not built).
-INFERENCE_ARCH_OVERRIDES = {"num_speakers": 0}
+#: Constructor arguments forced when a model is built from a model directory, where a
+#: model has them: the speaker classifier is not built (``num_speakers``), and no
+#: pretrained weights are loaded at build time (``pretrained_dvector``: model.ckpt holds
+#: every weight, so the resemblyzer package need not be installed to use the model).
+INFERENCE_ARCH_OVERRIDES = {"num_speakers": 0, "pretrained_dvector": False}
 
 _PLAIN = (type(None), bool, int, float, str)
 
@@ -98,10 +101,35 @@ class ModelDirError(FileError):
 # --------------------------------------------------------------------------------------
 
 
+def inference_args(model_args: dict) -> tuple[dict, dict]:
+    """``model_args`` with :data:`INFERENCE_ARCH_OVERRIDES` applied, and what they replaced.
+
+    Only the arguments the model has are overridden.
+
+    Example
+    -------
+    >>> args, replaced = inference_args({"num_speakers": 3, "pretrained_dvector": True, "width": 8})
+    >>> args
+    {'num_speakers': 0, 'pretrained_dvector': False, 'width': 8}
+    >>> replaced
+    {'num_speakers': 3, 'pretrained_dvector': True}
+    >>> inference_args({"width": 8})
+    ({'width': 8}, {})
+    """
+    model_args, replaced = dict(model_args), {}
+    for key, value in INFERENCE_ARCH_OVERRIDES.items():
+        if key in model_args and model_args[key] != value:
+            replaced[key] = model_args[key]
+            model_args[key] = value
+    return model_args, replaced
+
+
 def build_model(model_class: str, model_args: dict) -> torch.nn.Module:
-    """Import ``model_class`` (``"package.module.Class"``) and build it with ``model_args``.
+    """Import ``model_class`` (``"package.module.Class"``) and build it for inference.
 
     This is what ``inference.yaml`` calls (``!apply:modules.model_dir.build_model``).
+    ``model_args`` get the :func:`inference_args` overrides, so a directory written
+    before an override existed (``pretrained_dvector: true``) builds the same way.
 
     Example
     -------
@@ -110,7 +138,7 @@ def build_model(model_class: str, model_args: dict) -> torch.nn.Module:
     """
     module_name, _, class_name = model_class.rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(**model_args)
+    return cls(**inference_args(model_args)[0])
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -357,9 +385,10 @@ def write_model_dir(
     """Write a loadable model directory from a trained model, atomically.
 
     The class and the recorded constructor arguments of ``model`` (see
-    :mod:`modules.init_args`) go into ``inference.yaml``; ``num_speakers`` (if
-    any) is written as 0 (the classifier is not built at inference; its weights
-    stay in ``model.ckpt`` and the trained value under ``trained_args``). Files
+    :mod:`modules.init_args`) go into ``inference.yaml``, with the inference
+    overrides (:func:`inference_args`): ``num_speakers`` (if any) is written as 0
+    (the classifier is not built at inference; its weights stay in ``model.ckpt``)
+    and ``pretrained_dvector`` as false, the trained values under ``trained_args``. Files
     are written to a temporary folder beside ``dest`` that then replaces it.
 
     Arguments
@@ -391,12 +420,7 @@ def write_model_dir(
     model_class = f"{cls.__module__}.{cls.__qualname__}"
     if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
         raise ValueError(f"model class {model_class} is not importable: define it in a module")
-    model_args = init_args(model)
-    trained_args = {}
-    for key, value in INFERENCE_ARCH_OVERRIDES.items():
-        if key in model_args and model_args[key] != value:
-            trained_args[key] = model_args[key]
-            model_args[key] = value
+    model_args, trained_args = inference_args(init_args(model))
     text = render_inference_yaml(model_class, model_args, trained_args, template_path)
 
     tmp = new_dir_beside(dest, "tmp")  # the normal mode, not mkdtemp's 0700

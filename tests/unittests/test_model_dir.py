@@ -6,6 +6,8 @@ import pytest
 import torch
 import yaml
 
+import modules.dvector
+from modules.dvector import DVectorUnavailable
 from modules.inference import TargetSpeakerExtractor
 from modules.init_args import init_args
 from modules.model_dir import (
@@ -15,6 +17,7 @@ from modules.model_dir import (
     write_model_dir,
 )
 from modules.spex_plus import SpExPlus
+from modules.voicefilter import VoiceFilter
 
 #: inference.yaml as written before models recorded their arguments (one top-level key
 #: per argument, a ``model: !new:`` block, the hook named in modules.inference).
@@ -48,8 +51,10 @@ def test_written_from_the_model_alone(tiny_model, tmp_path):
     text = (dest / "inference.yaml").read_text()
     assert "model_class: modules.spex_plus.SpExPlus" in text and "!PLACEHOLDER" not in text
     loaded = TargetSpeakerExtractor.from_hparams(dest, run_opts={"device": "cpu"})
-    assert init_args(loaded.model) == dict(init_args(tiny_model), num_speakers=0)
-    assert loaded.hparams.trained_args == {"num_speakers": 3}
+    assert init_args(loaded.model) == dict(
+        init_args(tiny_model), num_speakers=0, pretrained_dvector=False
+    )
+    assert loaded.hparams.trained_args == {"num_speakers": 3, "pretrained_dvector": True}
 
 
 def test_old_format_still_loads(tiny_model, tmp_path):
@@ -66,6 +71,45 @@ def test_old_format_still_loads(tiny_model, tmp_path):
     new = TargetSpeakerExtractor.from_model(tiny_model)
     mix, ref = torch.randn(8000), torch.randn(9000)
     torch.testing.assert_close(loaded.extract(mix, ref), new.extract(mix, ref))
+
+
+def _dvector_model(kind: str, tiny_args: dict) -> torch.nn.Module:
+    """A d-vector model as training builds it (pretrained_dvector true), without the weights."""
+    torch.manual_seed(0)
+    if kind == "spex_plus":
+        model = SpExPlus(**dict(tiny_args, reference_encoder="dvector", pretrained_dvector=False))
+    else:
+        model = VoiceFilter(conv_channels=4, time_dilations=(1, 2), lstm_units=8, fc_units=8,
+                           pretrained_dvector=False)
+    model.init_args["pretrained_dvector"] = True  # what the training yaml records
+    return model.eval()
+
+
+@pytest.mark.parametrize("kind", ["spex_plus", "voicefilter"])
+@pytest.mark.parametrize("written", ["now", "before_the_override"])
+def test_dvector_model_dir_loads_without_the_resemblyzer_weights(
+    kind, written, tiny_args, tmp_path, monkeypatch
+):
+    """model.ckpt holds every weight: building never reads resemblyzer's pretrained.pt."""
+    model = _dvector_model(kind, tiny_args)
+    dest = write_model_dir(model, tmp_path / "model")
+    text = (dest / "inference.yaml").read_text()
+    assert "pretrained_dvector: false" in text and "pretrained_dvector: true" in text
+    if written == "before_the_override":  # model_args still say true
+        text = text.replace("pretrained_dvector: false", "pretrained_dvector: true")
+        (dest / "inference.yaml").write_text(text)
+
+    def unavailable():
+        raise DVectorUnavailable("resemblyzer weights unavailable (test)")
+
+    monkeypatch.setattr(modules.dvector, "resemblyzer_weights", unavailable)
+    with pytest.raises(DVectorUnavailable):  # the patch bites: a pretrained build would fail
+        modules.dvector.DVectorEncoder(pretrained=True)
+    loaded = TargetSpeakerExtractor.from_hparams(dest, run_opts={"device": "cpu"})
+    assert init_args(loaded.model)["pretrained_dvector"] is False
+    mix, ref = torch.randn(8000), torch.randn(9000)
+    expected = TargetSpeakerExtractor.from_model(model).extract(mix, ref)
+    torch.testing.assert_close(loaded.extract(mix, ref), expected)
 
 
 def test_template_defaults_match_code():
