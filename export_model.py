@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -214,7 +213,7 @@ def export_model(
     The graphs are written to a temporary directory, checked, then moved to
     ``out`` (replacing it), so a failed export leaves nothing behind.
     """
-    from modules.files import new_dir_beside, replace_dir
+    from modules.files import atomic_dir
     from modules.inference import TargetSpeakerExtractor
 
     extractor = TargetSpeakerExtractor.from_hparams(source=model_dir, run_opts={"device": "cpu"})
@@ -233,8 +232,9 @@ def export_model(
     check = _inputs(model, check_mix_wav, check_ref_wav)
 
     out = Path(out)
-    tmp = new_dir_beside(out, "tmp")
-    try:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a directory")
+    with atomic_dir(out) as tmp:
         paths = {}
         if "torchscript" in formats:
             for name, path in export_torchscript(model, tmp, example).items():
@@ -263,12 +263,6 @@ def export_model(
         with open(tmp / "export_info.json", "w", encoding="utf-8") as handle:
             json.dump(info, handle, indent=2)
             handle.write("\n")
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"{out}: exists and is not a directory")
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return info
 
 

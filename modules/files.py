@@ -170,3 +170,37 @@ def new_dir_beside(dest, tag: str) -> Path:
             return path
         except FileExistsError:
             continue
+
+
+@contextlib.contextmanager
+def atomic_dir(dest) -> Iterator[Path]:
+    """Yield a new empty folder beside ``dest``; it replaces ``dest`` if the block succeeds.
+
+    The folder form of :func:`atomic_path` (model directories, exports): ``dest`` is
+    always the old or the new complete folder (see :func:`replace_dir`); on an exception
+    the new one is removed and ``dest`` is left as it was.
+
+    Example
+    -------
+    >>> import tempfile, pathlib
+    >>> dest = pathlib.Path(tempfile.mkdtemp()) / "model"
+    >>> with atomic_dir(dest) as tmp:
+    ...     _ = (tmp / "a.txt").write_text("new")
+    >>> [p.name for p in dest.iterdir()]
+    ['a.txt']
+    >>> with atomic_dir(dest) as tmp:
+    ...     _ = (tmp / "b.txt").write_text("half")
+    ...     raise RuntimeError("interrupted")
+    Traceback (most recent call last):
+    ...
+    RuntimeError: interrupted
+    >>> [p.name for p in dest.parent.iterdir()], [p.name for p in dest.iterdir()]
+    (['model'], ['a.txt'])
+    """
+    tmp = new_dir_beside(dest, "tmp")
+    try:
+        yield tmp
+        replace_dir(tmp, Path(dest))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -57,7 +57,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 
 from modules.audio import SAMPLE_RATE
-from modules.files import FileError, atomic_write_text, new_dir_beside, replace_dir
+from modules.files import FileError, atomic_dir, atomic_write_text
 from modules.init_args import init_args
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ INFERENCE_DEFAULTS = {
     "target_lufs": None,
     "max_gain_db": 30.0,
     "peak_limit": 0.99,
+    "runtime": "torch",
 }
 
 #: Constructor arguments forced when a model is built from a model directory, where a
@@ -423,8 +424,7 @@ def write_model_dir(
     model_args, trained_args = inference_args(init_args(model))
     text = render_inference_yaml(model_class, model_args, trained_args, template_path)
 
-    tmp = new_dir_beside(dest, "tmp")  # the normal mode, not mkdtemp's 0700
-    try:
+    with atomic_dir(dest) as tmp:
         (tmp / HPARAMS_FILE).write_text(text, encoding="utf-8")
         state_dict = {key: value.detach().cpu() for key, value in model.state_dict().items()}
         torch.save(state_dict, tmp / CKPT_FILE)
@@ -444,10 +444,6 @@ def write_model_dir(
                     f"({type(error).__name__}: {error})",
                 ) from None
             load_model_state(hparams["model"], tmp / CKPT_FILE)
-        replace_dir(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("wrote model directory %s (%s)", dest, model_class)
     return dest
 
