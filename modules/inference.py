@@ -72,6 +72,10 @@ from modules.overlap_add import ChunkedOverlapAdd, overlap_add
 
 logger = logging.getLogger(__name__)
 
+#: Choices of ``runtime`` (inference.yaml): the PyTorch model, or its ``extract`` exported
+#: to ONNX and run by ONNX Runtime (CPU only; :mod:`modules.onnx_runtime`).
+RUNTIMES = ("torch", "onnxruntime")
+
 
 class StreamingExtractor:
     """Extract a target speaker from a mixture that arrives piece by piece.
@@ -165,6 +169,11 @@ class TargetSpeakerExtractor(Pretrained):
                 raise ValueError(f"inference.yaml must define modules: {{{key}: ...}}")
         for key, default in INFERENCE_DEFAULTS.items():
             setattr(self, key, hparams.get(key, default))
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {self.runtime!r}")
+        if self.runtime == "onnxruntime" and torch.device(self.device).type != "cpu":
+            raise ValueError(f"runtime onnxruntime runs on the CPU, not on {self.device}")
+        self._onnx = None  # the ONNX Runtime session, made at the first use
         #: Shortest input the model itself takes (its ``min_input_samples``, else 1).
         self.model_min_samples = int(getattr(self.model, "min_input_samples", 1) or 1)
 
@@ -311,7 +320,14 @@ class TargetSpeakerExtractor(Pretrained):
     @torch.no_grad()
     def _run_model(self, mix: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """One pass of the model over ``mix [T]`` -> ``[T]`` (CPU, float32)."""
-        est = self.model.extract(mix[None].to(self.device), emb[None].to(self.device))["est"][0]
+        if self.runtime == "onnxruntime":
+            if self._onnx is None:
+                from modules.onnx_runtime import OnnxExtract
+
+                self._onnx = OnnxExtract(self.model, emb.shape[-1])
+            est = self._onnx(mix[None], emb[None])[0]
+        else:
+            est = self.model.extract(mix[None].to(self.device), emb[None].to(self.device))["est"][0]
         if est.shape[-1] > mix.shape[-1]:
             est = est[: mix.shape[-1]]
         elif est.shape[-1] < mix.shape[-1]:
