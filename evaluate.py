@@ -289,7 +289,7 @@ def evaluate(hparams: dict) -> dict:
             try:
                 item = dataset[index]
                 est, info = estimate(item)
-            except AudioFileError as error:  # a file changed since the check
+            except AudioFileError as error:  # found on decoding (silence, NaN, ...)
                 _skip_or_refuse(hparams, error.path, item_id, error.problem, problems)
                 continue
             except ItemRefused as error:

@@ -205,7 +205,7 @@ def run_test_dir(args) -> str:
     """Extract every ID of a test directory; returns the final message."""
     from tqdm import tqdm
 
-    from modules.audio import save_audio
+    from modules.audio import AudioFileError, save_audio
     from modules.files import atomic_write_text
 
     test_dir, out_dir = Path(args.test_dir), Path(args.out_dir)
@@ -217,9 +217,17 @@ def run_test_dir(args) -> str:
     dataset, dropped = check_test_dir(test_dir, extractor, args.skip_bad)
     rows = []
     for item in tqdm(dataset.ids, desc="extract", unit="file", disable=args.quiet):
-        wav, info = extractor.extract_file(
-            dataset.mix_paths[item], dataset.ref_paths[item], lufs=args.lufs, return_info=True
-        )
+        try:  # each file decoded once, here: what needs its samples is checked now
+            wav, info = extractor.extract_file(
+                dataset.mix_paths[item], dataset.ref_paths[item], lufs=args.lufs,
+                return_info=True,
+            )
+        except AudioFileError as error:
+            if not args.skip_bad:
+                raise BadInput(f"{error}; rerun with --skip_bad to skip such items") from None
+            logger.warning("skipping %s (--skip_bad)", error)
+            dropped.append(item)
+            continue
         save_audio(out_dir / f"{item}-est.wav", wav, extractor.sample_rate)
         rows.append({
             "id": item,
@@ -230,6 +238,8 @@ def run_test_dir(args) -> str:
             "peak_limited": info["peak_limited"],
             "chunked": info["chunked"],
         })
+    if not rows:
+        raise BadInput(f"{test_dir}: no usable mixture/reference pairs")
     info_path = out_dir / "extract_info.csv"
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")

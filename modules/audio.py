@@ -107,6 +107,44 @@ def load_audio(
     return wav, file_rate, notes
 
 
+def probe_audio(path) -> tuple[int, int, int]:
+    """``(frames, sample_rate, channels)`` of an audio file from its header (no decoding).
+
+    The cheap part of :func:`load_audio`'s checks, with the same messages: a
+    missing, unreadable or empty file raises. What needs the samples (cut-short
+    data, NaN, silence) is only found by decoding.
+
+    Example
+    -------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "x.wav"
+    >>> save_audio(path, 0.1 * torch.ones(800), 8000)
+    >>> probe_audio(path)
+    (800, 8000, 1)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioFileError(path, "file not found")
+    try:
+        info = sf.info(str(path))
+    except Exception as error:  # soundfile raises several types for bad files
+        raise AudioFileError(path, f"not a readable audio file ({error})") from None
+    if info.frames == 0:
+        raise AudioFileError(path, "empty audio file (0 samples)")
+    return int(info.frames), int(info.samplerate), int(info.channels)
+
+
+def resampled_length(num_samples: int, file_rate: int, sample_rate: int = SAMPLE_RATE) -> int:
+    """Samples :func:`load_audio` returns for ``num_samples`` at ``file_rate`` (torchaudio's).
+
+    Example
+    -------
+    >>> resampled_length(800, 8000), resampled_length(441, 44100), resampled_length(7, 16000)
+    (1600, 160, 7)
+    """
+    return -(-num_samples * sample_rate // file_rate)
+
+
 def save_audio(path, wav: torch.Tensor, sample_rate: int = SAMPLE_RATE, subtype="PCM_16"):
     """Write a ``[T]`` waveform atomically (temporary file, then rename).
 

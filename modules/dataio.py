@@ -53,7 +53,7 @@ from typing import NamedTuple
 
 import torch
 
-from modules.audio import SAMPLE_RATE, AudioFileError, load_audio
+from modules.audio import SAMPLE_RATE, AudioFileError, load_audio, probe_audio, resampled_length
 from modules.levels import rms_dbfs
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,15 @@ class InputLimits(NamedTuple):
         return cls(extractor.min_mix_samples, extractor.min_ref_samples,
                    float(extractor.silence_dbfs))
 
+    def length_problem(self, num_samples: int, what: str, sample_rate: int = SAMPLE_RATE):
+        """Why ``num_samples`` are too few for a ``what`` (mixture, reference), or ``None``."""
+        minimum = self.min_ref_samples if what == "reference" else self.min_mix_samples
+        if num_samples < minimum:
+            return (f"{what} is {num_samples / sample_rate:.3f} s long; at least "
+                    f"{minimum / sample_rate:.3f} s ({minimum} samples at {sample_rate} Hz) "
+                    "is needed")
+        return None
+
     def problem(self, wav: torch.Tensor, what: str, sample_rate: int = SAMPLE_RATE):
         """Why ``wav`` (a mixture or a reference) cannot be used, or ``None``.
 
@@ -96,11 +105,9 @@ class InputLimits(NamedTuple):
         >>> InputLimits().problem(1e-6 * torch.ones(16000), "mixture")
         'mixture is silent (RMS -120.0 dBFS < -80.0 dBFS)'
         """
-        minimum = self.min_ref_samples if what == "reference" else self.min_mix_samples
-        if wav.shape[-1] < minimum:
-            return (f"{what} is {wav.shape[-1] / sample_rate:.3f} s long; at least "
-                    f"{minimum / sample_rate:.3f} s ({minimum} samples at {sample_rate} Hz) "
-                    "is needed")
+        problem = self.length_problem(wav.shape[-1], what, sample_rate)
+        if problem:
+            return problem
         level = rms_dbfs(wav)
         if level < self.silence_dbfs:
             return f"{what} is silent (RMS {level:.1f} dBFS < {self.silence_dbfs} dBFS)"
@@ -136,6 +143,12 @@ def _scan(folder: Path, suffix: str, problems: list[Problem]) -> dict[str, Path]
                 Problem(str(path), f"{what} not named <ID>{suffix}: rename or remove it")
             )
     return found
+
+
+def target_rate_problem(rate: int, sample_rate: int = SAMPLE_RATE) -> str:
+    """Why a target at ``rate`` is refused (a target is never resampled)."""
+    return (f"target is {rate} Hz, expected {sample_rate} Hz (a target is never resampled: "
+            "scores against a resampled target are not the graded ones)")
 
 
 def read_wav(
@@ -184,11 +197,7 @@ def read_wav(
         return wav, notes
     wav, rate, notes = load_audio(path, None, mono="refuse")
     if rate != sample_rate:
-        raise AudioFileError(
-            path,
-            f"target is {rate} Hz, expected {sample_rate} Hz (a target is never resampled: "
-            "scores against a resampled target are not the graded ones)",
-        )
+        raise AudioFileError(path, target_rate_problem(rate, sample_rate))
     return wav, notes
 
 
@@ -282,10 +291,16 @@ class CustomDirDataset(torch.utils.data.Dataset):
         return str(self.test_dir / folder / f"{item_id}{suffix}")
 
     def check(self) -> list[Problem]:
-        """Read every file and return every problem found (empty list: all usable).
+        """Check every file's header and return every problem found (empty: all usable).
 
-        This reads all the audio once, so that a run fails before any scoring rather
-        than part way through. Resampling notices go to :attr:`notes`.
+        No audio is decoded here (each file is decoded once, when its item is
+        loaded), so the whole directory is checked in moments and a run fails before
+        any scoring for everything a header tells: missing or unreadable files,
+        empty or multi-channel ones, a target at another rate, a mixture whose
+        length differs from its target's, mixtures and references shorter than the
+        :attr:`limits`. What needs the samples (cut-short data, NaN, silence) is
+        refused when the item is loaded (:meth:`__getitem__`). Resampling notices
+        go to :attr:`notes`.
 
         Returns
         -------
@@ -316,34 +331,48 @@ class CustomDirDataset(torch.utils.data.Dataset):
                     f"no target {self._expected(TARGET_DIR, item_id, TARGET_SUFFIX)}",
                     item_id,
                 ))
-            mix = self._check_file(mix_path, item_id, problems, resample=True, what="mixture")
+            mix = self._check_header(mix_path, item_id, problems, "mixture")
             if item_id in self.ref_paths:
-                self._check_file(self.ref_paths[item_id], item_id, problems, resample=True,
-                                 what="reference")
+                self._check_header(self.ref_paths[item_id], item_id, problems, "reference")
             if item_id in self.target_paths:
-                target = self._check_file(
-                    self.target_paths[item_id], item_id, problems, resample=False
-                )
-                if mix is not None and target is not None and len(mix) != len(target):
+                target = self._check_header(self.target_paths[item_id], item_id, problems)
+                if mix is not None and target is not None and mix != target:
                     problems.append(Problem(
                         str(mix_path),
-                        f"mix has {len(mix)} samples, target {len(target)}: "
-                        "they must be the same length",
+                        f"mix has {mix} samples, target {target}: they must be the same length",
                         item_id,
                     ))
         self.problems = problems
         return problems
 
-    def _check_file(self, path: Path, item_id: str, problems: list[Problem], resample: bool,
-                    what: str | None = None):
+    def _check_header(self, path: Path, item_id: str, problems: list[Problem],
+                      what: str | None = None) -> int | None:
+        """Samples at :attr:`sample_rate` of a mixture/reference (``what``) or a target
+        (``None``, never resampled), from its header; ``None`` after a problem."""
         try:
-            wav = self._load(path, resample)
+            frames, rate, channels = probe_audio(path)
+            if channels > 1:
+                raise AudioFileError(path, f"{channels} channels, expected mono")
+            if what is None and rate != self.sample_rate:
+                raise AudioFileError(path, target_rate_problem(rate, self.sample_rate))
         except AudioFileError as error:
             problems.append(Problem(str(path), error.problem, item_id))
             return None
-        problem = self.limits.problem(wav, what, self.sample_rate) if what else None
+        if rate != self.sample_rate:
+            self.notes.append(f"{path.name}: resampled {rate} Hz -> {self.sample_rate} Hz")
+        length = resampled_length(frames, rate, self.sample_rate)
+        problem = self.limits.length_problem(length, what, self.sample_rate) if what else None
         if problem:
             problems.append(Problem(str(path), problem, item_id))
+            return None
+        return length
+
+    def _load_checked(self, path: Path, notes: list[str], what: str | None = None):
+        """Decode one file; a mixture or reference (``what``) must also pass :attr:`limits`."""
+        wav = self._load(path, what is not None, notes)
+        problem = self.limits.problem(wav, what, self.sample_rate) if what else None
+        if problem:
+            raise AudioFileError(path, problem)
         return wav
 
     def _load(self, path: Path, resample: bool, notes: list[str] | None = None) -> torch.Tensor:
@@ -368,10 +397,14 @@ class CustomDirDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         """``dict(id, mix [T], ref [Tr], target [T] or None)`` at :attr:`sample_rate`.
 
+        Each file is decoded here, once, and checked on its samples: mixtures and
+        references against :attr:`limits` (length and silence).
+
         Raises
         ------
         AudioFileError
-            A file is bad (run :meth:`check` first to learn about all of them at once).
+            A file is bad: what :meth:`check` finds from the headers (run it first to
+            learn about all of those at once), or undecodable data, NaN or silence.
         """
         item_id = self.ids[index]
         if item_id not in self.ref_paths:
@@ -379,8 +412,8 @@ class CustomDirDataset(torch.utils.data.Dataset):
                 self._expected(REF_DIR, item_id, REF_SUFFIX), "file not found"
             )
         notes: list[str] = []
-        mix = self._load(self.mix_paths[item_id], True, notes)
-        ref = self._load(self.ref_paths[item_id], True, notes)
+        mix = self._load_checked(self.mix_paths[item_id], notes, "mixture")
+        ref = self._load_checked(self.ref_paths[item_id], notes, "reference")
         target = None
         if self.has_targets:
             target_path = self.target_paths.get(item_id)
@@ -388,7 +421,7 @@ class CustomDirDataset(torch.utils.data.Dataset):
                 raise AudioFileError(
                     self._expected(TARGET_DIR, item_id, TARGET_SUFFIX), "file not found"
                 )
-            target = self._load(target_path, False)
+            target = self._load_checked(target_path, notes)
             if len(target) != len(mix):
                 raise AudioFileError(
                     self.mix_paths[item_id],

@@ -150,6 +150,25 @@ def test_skip_bad_scores_the_rest(bad_dir, tmp_path):
     assert "2 skipped as bad" in result.stdout
 
 
+def test_problems_found_on_the_one_decode(test_dir, tmp_path):
+    """A silent reference passes the header check; its item is refused when decoded."""
+    root = tmp_path / "test"
+    shutil.copytree(test_dir, root)
+    ref = sorted((root / "refs").iterdir())[-1]
+    data, rate = sf.read(ref)
+    sf.write(ref, np.zeros_like(data), rate)
+    out = tmp_path / "out"
+    refused = run_evaluate("--test_dir", root, "--baseline", "mixture", "--output_folder", out)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert f"{ref.name}: all samples are zero" in refused.stderr and "--skip_bad" in refused.stderr
+    assert not (out / "summary.json").exists()
+    skipped = run_evaluate("--test_dir", root, "--baseline", "mixture", "--skip_bad",
+                           "--output_folder", out, "--metrics", "[si_sdri]")
+    assert skipped.returncode == 0, skipped.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["scored"] == N_ITEMS - 1 and summary["skipped"] == 1
+
+
 def test_missing_test_dir_and_missing_targets(tmp_path, test_dir):
     result = run_evaluate("--test_dir", tmp_path / "nope", "--baseline", "mixture")
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -65,14 +65,15 @@ def test_missing_counterparts_are_all_reported(tmp_path):
     assert dataset.ids == ["good"]
 
 
-@pytest.mark.parametrize("defect, expected", [
-    ("stereo", "2 channels"),
-    ("empty", "empty audio file"),
-    ("zero", "all samples are zero"),
-    ("corrupt", "not a readable audio file"),
-    ("nan", "NaN"),
+@pytest.mark.parametrize("defect, expected, in_header", [
+    ("stereo", "2 channels", True),
+    ("empty", "empty audio file", True),
+    ("corrupt", "not a readable audio file", True),
+    ("zero", "all samples are zero", False),
+    ("nan", "NaN", False),
 ])
-def test_bad_files_are_refused(tmp_path, defect, expected):
+def test_bad_files_are_refused(tmp_path, defect, expected, in_header):
+    """Header problems: by check(), for the whole directory; sample problems: on decoding."""
     write_item(tmp_path, "good")
     write_item(tmp_path, "bad")
     path = tmp_path / "refs" / "bad-ref.wav"
@@ -88,7 +89,15 @@ def test_bad_files_are_refused(tmp_path, defect, expected):
         data = tone().numpy()
         data[5] = np.nan
         sf.write(path, data, SR, subtype="FLOAT")
-    problems = CustomDirDataset(tmp_path).check()
+    dataset = CustomDirDataset(tmp_path)
+    problems = dataset.check()
+    if not in_header:
+        assert problems == []
+        assert dataset[1]["id"] == "good"
+        with pytest.raises(AudioFileError, match=expected) as error:
+            dataset[0]
+        assert error.value.path == str(path)
+        return
     assert len(problems) == 1 and isinstance(problems[0], Problem)
     assert str(problems[0]).startswith(f"{path}: ")
     assert problems[0].path == str(path) and problems[0].item_id == "bad"
@@ -181,14 +190,38 @@ def test_manifest_dataset(tmp_path):
     [
         (tone(100), None, "reference is 0.006 s long"),
         (tone(int(0.3 * SR)), None, "reference is 0.300 s long"),
-        (tone(T // 2, amplitude=1e-5), None, "reference is silent"),
         (None, tone(800), "mixture is 0.050 s long"),
     ],
 )
-def test_model_limits_are_checked_up_front(tmp_path, ref, mix, expected):
+def test_model_length_limits_are_checked_up_front(tmp_path, ref, mix, expected):
     write_item(tmp_path, "u1", ref=ref, mix=mix, targets=False)
     problems = CustomDirDataset(tmp_path).check()
     assert [p.item_id for p in problems] == ["u1"] and expected in problems[0].reason
+
+
+def test_silence_limit_is_checked_on_the_one_decode(tmp_path):
+    write_item(tmp_path, "u1", ref=tone(T // 2, amplitude=1e-5), targets=False)
+    dataset = CustomDirDataset(tmp_path)
+    assert dataset.check() == []
+    with pytest.raises(AudioFileError, match="u1-ref.wav: reference is silent"):
+        dataset[0]
+
+
+def test_check_reads_headers_only_and_each_file_is_decoded_once(tmp_path, monkeypatch):
+    import modules.dataio
+
+    for name in ("a", "b"):
+        write_item(tmp_path, name)
+    write_item(tmp_path, "mix8k", mix=tone(T // 2), ref=tone(T // 4), sr=8000)
+    decoded = []
+    real = modules.dataio.load_audio
+    monkeypatch.setattr(modules.dataio, "load_audio",
+                        lambda path, *a, **k: decoded.append(path) or real(path, *a, **k))
+    dataset = CustomDirDataset(tmp_path)
+    assert dataset.check() == [] and decoded == []
+    items = [dataset[i] for i in range(len(dataset))]
+    assert len(decoded) == len(set(decoded)) == 9  # 3 items x 3 files, each once
+    assert items[2]["mix"].shape == (T,)  # the header's length at 16 kHz is the decoded one
 
 
 def test_model_limits_come_from_the_model(tmp_path):
