@@ -10,7 +10,11 @@
    ``SI-SDR(whole, target) - SI-SDR(chunked, target)`` (dB lost by chunking;
    small is good). Without ``--test_dir`` a directory of 8-12 s two-speaker
    mixtures is made from ``ci_tiny`` (``$TSE_SHARED_DATA`` or ``../shared/data``).
-2. **Peak memory.** For each of ``--memory_minutes`` a fresh subprocess loads
+2. **Speed.** The real-time factor of ``extract`` for ``--rtf_seconds`` mixtures
+   with each of ``--runtimes`` (``runtime`` of inference.yaml: torch, onnxruntime),
+   timed in interleaved rounds, with the peak memory of a call and the largest
+   difference of each runtime's output to the first one's.
+3. **Peak memory.** For each of ``--memory_minutes`` a fresh subprocess loads
    the model, makes a mixture of that length and runs ``extract`` chunked
    (whole waveform in memory, as users get it: with the level matching) or a
    ``StreamingExtractor`` fed 1 s blocks
@@ -26,6 +30,7 @@
 
     python bench/bench_inference.py --model_dir MODEL_DIR --test_dir TEST_DIR --out bench.json
     python bench/bench_inference.py --arch tiny --out bench_tiny.json   # machinery only
+    python bench/bench_inference.py --skip chunking memory --threads 2 --out speed.json
 
 A table is printed and everything is written as JSON to ``--out``. Random
 weights (``--arch``) make the SI-SDR numbers a check of the machinery only.
@@ -39,6 +44,7 @@ import logging
 import math
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -253,6 +259,51 @@ def memory_table(args) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------
+# Speed per runtime (one process, calls interleaved)
+# --------------------------------------------------------------------------------------
+
+
+def speed_table(extractor, runtimes, durations, rounds: int) -> list[dict]:
+    """Real-time factor of ``extract`` per runtime and mixture length, and the output difference.
+
+    The runtimes are timed in turn within each round (torch, onnxruntime, torch, ...),
+    so that a change of machine load affects all of them alike; the median over the
+    rounds is reported. ``peak_mb`` is the largest increase of the peak resident memory
+    over the memory before a call. ``max_rel_diff`` is the largest difference to the
+    first runtime's output, relative to its peak.
+    """
+    generator = torch.Generator().manual_seed(3)
+    ref = 0.1 * torch.randn(4 * SR, generator=generator)
+    mixes = {seconds: 0.1 * torch.randn(int(seconds * SR), generator=generator)
+             for seconds in durations}  # fmt: skip
+    rows = {(rt, s): {"runtime": rt, "seconds": s, "times": [], "peak_mb": 0.0}
+            for rt in runtimes for s in durations}  # fmt: skip
+    outputs = {}
+    for runtime in runtimes:  # warm-up: the ONNX export happens at the first call
+        extractor.runtime = runtime
+        extractor.extract(mixes[durations[0]], ref)
+    for _ in range(rounds):
+        for seconds in durations:
+            for runtime in runtimes:
+                extractor.runtime = runtime
+                before = current_mb() if reset_peak() else None
+                start = time.perf_counter()
+                est = extractor.extract(mixes[seconds], ref)
+                row = rows[runtime, seconds]
+                row["times"].append(time.perf_counter() - start)
+                if before is not None:
+                    row["peak_mb"] = max(row["peak_mb"], round(rss_mb() - before, 1))
+                outputs[runtime, seconds] = est
+    for (runtime, seconds), row in rows.items():
+        row["real_time_factor"] = round(statistics.median(row["times"]) / seconds, 4)
+        plain = outputs[runtimes[0], seconds]
+        diff = (outputs[runtime, seconds] - plain).abs().max() / plain.abs().max().clamp_min(1e-12)
+        row["max_rel_diff"] = float(diff)
+    extractor.runtime = runtimes[0]
+    return sorted(rows.values(), key=lambda row: (row["seconds"], runtimes.index(row["runtime"])))
+
+
+# --------------------------------------------------------------------------------------
 
 
 def format_tables(report: dict) -> str:
@@ -267,6 +318,17 @@ def format_tables(report: dict) -> str:
         for chunk, row in loss["chunks"].items():
             lines.append(f"{chunk:>10} {_num(row['si_sdr_vs_whole']):>22} "
                          f"{_num(row['si_sdr_loss']):>18}")
+    speed = report.get("speed")
+    if speed:
+        lines.append("")
+        lines.append(f"Speed ({report['threads']} threads, median of {report['rounds']} "
+                     "interleaved rounds)")
+        lines.append(f"{'runtime':>12} {'seconds':>8} {'RTF':>7} {'peak MB':>8} "
+                     f"{'max rel. diff':>14}")
+        for row in speed:
+            lines.append(f"{row['runtime']:>12} {row['seconds']:>8} "
+                         f"{row['real_time_factor']:>7.3f} {row['peak_mb']:>8} "
+                         f"{row['max_rel_diff']:>14.1e}")
     memory = report.get("memory")
     if memory:
         lines.append("")
@@ -299,7 +361,13 @@ def main(argv=None) -> int:
     parser.add_argument("--memory_modes", nargs="+", choices=["long", "stream"],
                         default=["long", "stream"])
     parser.add_argument("--memory_chunk", type=float, default=4.0, help="chunk (s) for memory")
-    parser.add_argument("--skip", nargs="*", choices=["chunking", "memory"], default=[])
+    parser.add_argument("--skip", nargs="*", choices=["chunking", "speed", "memory"],
+                        default=[])
+    parser.add_argument("--runtimes", nargs="+", choices=["torch", "onnxruntime"],
+                        default=["torch", "onnxruntime"], help="runtimes of the speed table")
+    parser.add_argument("--rtf_seconds", type=float, nargs="+", default=[4.0, 10.0, 30.0],
+                        help="mixture lengths of the speed table")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the speed table")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: stable timings on a shared machine)")
@@ -329,6 +397,10 @@ def main(argv=None) -> int:
             report["chunking"] = chunking_loss(
                 extractor, test_dir, args.chunks, args.hop_ratio, args.limit
             )
+    report["rounds"] = args.rounds
+    if "speed" not in args.skip:
+        extractor = load_extractor(args.model_dir, args.arch, args.device)
+        report["speed"] = speed_table(extractor, args.runtimes, args.rtf_seconds, args.rounds)
     if "memory" not in args.skip:
         report["memory"] = memory_table(args)
     print(format_tables(report))

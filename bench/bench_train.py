@@ -293,6 +293,9 @@ def main(argv=None) -> int:
                         default=["pyloudnorm", "vectorised"],
                         help="meters of the pipeline cases (premixed: the last one)")
     parser.add_argument("--compile", nargs="+", choices=["off", "on"], default=["off"])
+    parser.add_argument("--cases", nargs="+", default=None, metavar="MODE:SPLIT:METER:COMPILE",
+                        help="explicit cases instead of the product of --modes, --splits, "
+                             "--loudness and --compile, e.g. pipeline:1+1:pyloudnorm:off")
     parser.add_argument("--batch_size", type=int, default=None, help="replaces the config's")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per round")
@@ -311,7 +314,14 @@ def main(argv=None) -> int:
                   "recipes/LibriMix-TSE/make_cpu_data.sh or mixing/make_mixtures.py)",
                   file=sys.stderr)  # fmt: skip
             return 2
-    for split in args.splits:
+    for case in args.cases or []:
+        fields = case.split(":")
+        if (len(fields) != 4 or fields[0] not in ("premixed", "pipeline")
+                or fields[2] not in ("pyloudnorm", "vectorised") or fields[3] not in ("off", "on")):
+            print(f"bench_train.py: error: --cases {case}: expected MODE:SPLIT:METER:COMPILE, "
+                  "e.g. pipeline:1+1:pyloudnorm:off", file=sys.stderr)  # fmt: skip
+            return 2
+    for split in args.splits + [case.split(":")[1] for case in args.cases or []]:
         parts = split.split("+")
         if len(parts) != 2 or not all(p.isdigit() for p in parts) or int(parts[0]) < 1:
             print(f"bench_train.py: error: --splits {split}: expected THREADS+WORKERS, "
@@ -323,9 +333,13 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         cases, seen = [], set()
-        for config, mode, split, loudness, compiled in itertools.product(
+        combinations = itertools.product(
             args.configs, args.modes, args.splits, args.loudness, args.compile
-        ):
+        )
+        if args.cases:
+            combinations = [(config, *case.split(":")) for config in args.configs
+                            for case in args.cases]  # fmt: skip
+        for config, mode, split, loudness, compiled in combinations:
             if mode == "premixed":  # no loader in the loop: workers and meter do not matter
                 split = f"{split.split('+')[0]}+0"
                 loudness = args.loudness[-1]
