@@ -67,8 +67,9 @@ class InputLimits(NamedTuple):
 
     The defaults are those of ``hparams/inference.yaml`` (0.1 s, 0.5 s, -80 dBFS at
     16 kHz); a loaded model gives its own (``min_mix_samples``, ``min_ref_samples``,
-    ``silence_dbfs`` of the extractor), so a test directory is refused up front for
-    exactly what the model would refuse item by item.
+    ``silence_dbfs`` of the extractor), so a test directory is refused for exactly
+    what the model would refuse: lengths up front (from the headers), silence when
+    an item is decoded.
 
     Example
     -------

@@ -145,15 +145,8 @@ def test_gradients_reach_speaker_encoder(num_speakers):
 
 
 def test_receptive_field_attributes():
-    default = SpExPlus(
-        num_stacks=1,
-        blocks_per_stack=2,
-        n_filters=8,
-        bottleneck_channels=8,
-        hidden_channels=8,
-        speaker_channels=(8, 8, 8),
-        embedding_dim=8,
-    )
+    # TINY with one stack and three speaker blocks (3 max-pools of 3: 26 frames needed)
+    default = SpExPlus(**dict(TINY, num_stacks=1, hidden_channels=8, speaker_channels=(8, 8, 8)))
     assert default.min_reference_length == 26 * 20 + 40
     assert default.receptive_field == 2 * 3 * 20 + 320
 
