@@ -63,7 +63,7 @@ def test_asr_needs_targets_and_counts_transcript_gaps(tmp_path, item):
     (tmp_path / "transcripts.tsv").write_text("ID\ttranscript\na\thello world\nzz\tgone\n")
     extras = ExtraEvaluation({"asr": "pocketsphinx"}, tmp_path, has_targets=True)
     extras.asr.recognizer = FixedRecognizer({})  # fails on every signal: counted
-    extras.add(item, item["mix"], {}, {"si_sdr": 0.0, "si_sdri": 0.0})
+    extras.add(item, 0.5 * item["mix"], {}, {"si_sdr": 0.0, "si_sdri": 0.0})
     summary = extras.summary()["asr"]
     assert summary["asr_failed"] == 3 and summary["ref_transcript"] == 1
     assert summary["transcripts_without_item"] == 1
