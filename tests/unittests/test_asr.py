@@ -168,3 +168,19 @@ def test_pocketsphinx_transcript_does_not_depend_on_the_previous_one(shared_data
     after_first = asr.transcribe(mix)
     asr.transcribe(second)
     assert asr.transcribe(mix) == after_first
+
+
+def test_baseline_estimates_reuse_the_transcript_of_the_same_signal():
+    calls = []
+
+    class Counting(FixedRecognizer):
+        def transcribe(self, wav):
+            calls.append(float(wav[0]))
+            return super().transcribe(wav)
+
+    scorer = AsrScorer(Counting({"t": "a b", "m": "a"}))
+    t, m, _ = signals().values()
+    row = scorer.add("u", t, m, m.clone(), transcript="a b")
+    assert calls == [1.0, 2.0] and row["hyp_estimate"] == row["hyp_mixture"] == "a"
+    scorer.add("v", t, m, t.clone(), transcript="a b")
+    assert calls == [1.0, 2.0, 1.0, 2.0]
