@@ -303,25 +303,21 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
+def _checked(convert, accept, expected: str):
+    """An argparse type: ``convert(text)``, refused unless ``accept(value)``."""
+
+    def parse(text: str):
+        value = convert(text)
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+
+    return parse
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-    return value
+_non_negative = _checked(int, lambda v: v >= 0, "an integer >= 0")
+_fraction = _checked(float, lambda v: 0.0 < v <= 1.0, "a fraction in (0, 1]")
+_positive = _checked(int, lambda v: v >= 1, "an integer >= 1")
 
 
 def noise_parts(train_fraction: float) -> dict[str, tuple[float, float]]:

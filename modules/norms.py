@@ -21,12 +21,24 @@ from torch import nn
 
 
 class _AffineChannelNorm(nn.Module):
-    """Shared state of the norms: ``C``, ``eps`` and the per-channel affine ``[C]``."""
+    """Shared state of the norms: ``C``, ``eps`` and the per-channel affine ``[C]``.
 
-    def __init__(self, num_channels: int, eps: float, affine: bool):
+    Arguments
+    ---------
+    num_channels : int
+        Number of channels ``C``.
+    eps : float or None
+        Added to the variance; ``None``: the class's :attr:`default_eps`.
+    affine : bool
+        Learn the per-channel ``gamma`` (initialised to 1) and ``beta`` (0).
+    """
+
+    default_eps = 1e-5
+
+    def __init__(self, num_channels: int, eps: float | None = None, affine: bool = True):
         super().__init__()
         self.num_channels = num_channels
-        self.eps = eps
+        self.eps = self.default_eps if eps is None else eps
         if affine:
             self.weight = nn.Parameter(torch.ones(num_channels))
             self.bias = nn.Parameter(torch.zeros(num_channels))
@@ -44,15 +56,7 @@ class GlobalLayerNorm(_AffineChannelNorm):
     ``y = gamma * (x - mean) / sqrt(var + eps) + beta`` where ``mean`` and ``var``
     are taken over the channel and time axes of each item, and ``gamma``,
     ``beta`` are per-channel (``[C]``). Computed as a one-group ``group_norm``.
-
-    Arguments
-    ---------
-    num_channels : int
-        Number of channels ``C``.
-    eps : float
-        Added to the variance.
-    affine : bool
-        Learn the per-channel ``gamma`` (initialised to 1) and ``beta`` (0).
+    Arguments as :class:`_AffineChannelNorm` (``eps`` 1e-8 by default).
 
     Example
     -------
@@ -65,8 +69,7 @@ class GlobalLayerNorm(_AffineChannelNorm):
     True
     """
 
-    def __init__(self, num_channels: int, eps: float = 1e-8, affine: bool = True):
-        super().__init__(num_channels, eps, affine)
+    default_eps = 1e-8
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Normalise ``x``, taking the statistics over the valid frames only.
@@ -110,42 +113,18 @@ class GlobalLayerNorm(_AffineChannelNorm):
 class ChannelLayerNorm(_AffineChannelNorm):
     """Channel-wise layer normalisation (cLN): LayerNorm over ``C`` for each frame.
 
-    Arguments
-    ---------
-    num_channels : int
-        Number of channels ``C``.
-    eps : float
-        Added to the variance.
-    affine : bool
-        Learn the per-channel ``gamma`` (initialised to 1) and ``beta`` (0).
+    Arguments as :class:`_AffineChannelNorm` (``eps`` 1e-5 by default).
 
     Example
     -------
     >>> import torch
-    >>> norm = ChannelLayerNorm(4)
-    >>> y = norm(torch.randn(3, 4, 10) * 5 + 2)
-    >>> y.shape
-    torch.Size([3, 4, 10])
-    >>> bool(y.mean(dim=1).abs().max() < 1e-5)
-    True
+    >>> y = ChannelLayerNorm(4)(torch.randn(3, 4, 10) * 5 + 2)
+    >>> bool(y.mean(dim=1).abs().max() < 1e-5), tuple(y.shape)
+    (True, (3, 4, 10))
     """
 
-    def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True):
-        super().__init__(num_channels, eps, affine)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise ``x``.
-
-        Arguments
-        ---------
-        x : torch.Tensor
-            ``[B, C, T]``.
-
-        Returns
-        -------
-        torch.Tensor
-            ``[B, C, T]``.
-        """
+        """Normalise ``x`` ``[B, C, T]`` -> ``[B, C, T]``."""
         # [B, C, T] -> [B, T, C]
         y = x.transpose(1, 2)
         y = F.layer_norm(y, (self.num_channels,), self.weight, self.bias, self.eps)

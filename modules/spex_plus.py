@@ -11,7 +11,8 @@ The model has four parts:
   first block of each stack conditioned on the embedding), three ReLU masks;
 * a **multi-scale decoder**: one ``ConvTranspose1d(N, 1)`` per scale.
 
-:meth:`SpExPlus.forward` is :meth:`SpExPlus.embed_reference` followed by
+``SpExPlus.forward`` (:class:`modules.extractor_model.ExtractorModel`) is
+:meth:`SpExPlus.embed_reference` followed by
 :meth:`SpExPlus.extract`; long-audio inference can call the two separately and
 reuse one embedding for every chunk.
 
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modules.dvector import DVectorEncoder
+from modules.extractor_model import ExtractorModel
 from modules.init_args import records_init_args
 from modules.losses import absolute_lengths, length_mask
 from modules.norms import ChannelLayerNorm
@@ -296,7 +298,7 @@ class SpeakerEncoder(nn.Module):
         return (y * mask).sum(dim=-1) / count.unsqueeze(1).to(y.dtype)
 
 
-class SpExPlus(nn.Module):
+class SpExPlus(ExtractorModel):
     """SpEx+ target speaker extraction network.
 
     The defaults are the paper's configuration at 16 kHz (windows 2.5, 10, 20 ms,
@@ -573,38 +575,3 @@ class SpExPlus(nn.Module):
         )
         est_scales = (est_scales - mean) * sample_mask
         return {"est": est_scales[:, 0], "est_scales": est_scales}
-
-    def forward(
-        self,
-        mix: torch.Tensor,
-        ref: torch.Tensor,
-        ref_lens: torch.Tensor | None = None,
-        mix_lens: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor | None]:
-        """Embed the reference and extract its speaker from the mixture.
-
-        Arguments
-        ---------
-        mix : torch.Tensor
-            ``[B, T]`` mixtures, any ``T >= 1``.
-        ref : torch.Tensor
-            ``[B, Tr]`` references, any ``Tr >= 1``.
-        ref_lens : torch.Tensor or None
-            ``[B]`` reference lengths relative to ``Tr`` (``None``: all full).
-        mix_lens : torch.Tensor or None
-            ``[B]`` mixture lengths relative to ``T`` (``None``: all full).
-
-        Returns
-        -------
-        dict
-            ``"est"`` ``[B, T]``, ``"est_scales"`` ``[B, 3, T]``,
-            ``"spk_logits"`` ``[B, num_speakers]`` or ``None``, ``"spk_emb"`` ``[B, D]``.
-        """
-        emb, logits = self.embed_reference(ref, ref_lens)
-        extracted = self.extract(mix, emb, mix_lens)
-        return {
-            "est": extracted["est"],
-            "est_scales": extracted["est_scales"],
-            "spk_logits": logits,
-            "spk_emb": emb,
-        }

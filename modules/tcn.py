@@ -191,19 +191,7 @@ class TCNStack(nn.Module):
     ) -> torch.Tensor:
         """Apply the blocks in turn; only the first one sees ``emb``.
 
-        Arguments
-        ---------
-        x : torch.Tensor
-            ``[B, in_channels, T]``.
-        emb : torch.Tensor or None
-            ``[B, embedding_dim]``; required when ``embedding_dim > 0``.
-        mask : torch.Tensor or None
-            ``[B, 1, T]`` valid frames (see :meth:`TCNBlock.forward`).
-
-        Returns
-        -------
-        torch.Tensor
-            ``[B, in_channels, T]``.
+        Arguments and shapes as :meth:`TCNBlock.forward` (``mask`` goes to every block).
         """
         for index, block in enumerate(self.blocks):
             # [B, C, T] -> [B, C, T]

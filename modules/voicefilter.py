@@ -44,6 +44,7 @@ from torch import nn
 
 from modules.audio import SAMPLE_RATE
 from modules.dvector import INSTALL_HINT, DVectorEncoder, DVectorUnavailable
+from modules.extractor_model import ExtractorModel
 from modules.init_args import records_init_args
 from modules.losses import SpExPlusLoss, length_mask
 from modules.stft import STFT
@@ -236,7 +237,7 @@ def build_speaker_encoder(kind: str = "dvector", pretrained: bool = True) -> DVe
         ) from None
 
 
-class VoiceFilter(nn.Module):
+class VoiceFilter(ExtractorModel):
     """VoiceFilter target speaker extraction network.
 
     The defaults are the paper's sizes (conv 64 channels, 8 output channels,
@@ -471,35 +472,6 @@ class VoiceFilter(nn.Module):
             "est_mag": mask * magnitude,
         }
 
-    def forward(
-        self,
-        mix: torch.Tensor,
-        ref: torch.Tensor,
-        ref_lens: torch.Tensor | None = None,
-        mix_lens: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor | None]:
-        """Embed the reference and extract its speaker from the mixture.
-
-        Arguments
-        ---------
-        mix : torch.Tensor
-            ``[B, T]`` mixtures.
-        ref : torch.Tensor
-            ``[B, Tr]`` references.
-        ref_lens : torch.Tensor or None
-            ``[B]`` reference lengths relative to ``Tr`` (``None``: all full).
-        mix_lens : torch.Tensor or None
-            ``[B]`` mixture lengths relative to ``T`` (``None``: all full).
-
-        Returns
-        -------
-        dict
-            :meth:`extract`'s outputs plus ``"spk_logits"`` ``[B, num_speakers]``
-            or ``None`` and ``"spk_emb"`` ``[B, D]``.
-        """
-        emb, logits = self.embed_reference(ref, ref_lens)
-        return {**self.extract(mix, emb, mix_lens), "spk_logits": logits, "spk_emb": emb}
-
 
 class VoiceFilterLoss(nn.Module):
     """VoiceFilter training loss: spectral (the paper's) or SI-SNR, plus speaker CE.
@@ -591,32 +563,11 @@ class VoiceFilterLoss(nn.Module):
         valid = valid.to(error.dtype).unsqueeze(1)
         return (error * valid).sum() / (valid.sum() * error.shape[1])
 
-    def forward(
-        self,
-        outputs: dict,
-        target: torch.Tensor,
-        lengths: torch.Tensor | None = None,
-        speaker_index: torch.Tensor | None = None,
-    ) -> dict:
-        """Compute the loss.
+    def forward(self, outputs: dict, target, lengths=None, speaker_index=None) -> dict:
+        """Compute the loss: the contract of :meth:`modules.losses.SpExPlusLoss.forward`.
 
-        Arguments
-        ---------
-        outputs : dict
-            Model outputs: ``"est_scales"`` ``[B, 1, T]``, ``"est_mag"``
-            ``[B, F, N]`` (spectral loss) and optionally ``"spk_logits"``.
-        target : torch.Tensor
-            ``[B, T]`` clean target speech.
-        lengths : torch.Tensor or None
-            ``[B]`` relative lengths (``None``: all full).
-        speaker_index : torch.Tensor or None
-            ``[B]`` training-speaker indices; ``None`` skips the CE.
-
-        Returns
-        -------
-        dict
-            ``"loss"`` scalar; ``"si_sdr"`` ``[B]`` SI-SDR of the waveform (dB,
-            detached); ``"ce"`` detached scalar or ``None``.
+        ``outputs`` also needs ``"est_mag"`` ``[B, F, N]`` for the spectral
+        loss; ``"si_sdr"`` in the result is that of the waveform.
         """
         result = self.waveform_loss(outputs, target, lengths, speaker_index)
         if self.loss == "spectral":
