@@ -55,7 +55,7 @@ def corpus_dir(tmp_path_factory):
             sf.write(path, speech_like(3.0, 10 * k + j + 20), SR, subtype="PCM_16")
     noise = base / "noise"
     noise.mkdir()
-    sf.write(noise / "hum.wav", speech_like(2.5, 99, level=0.05), SR, subtype="PCM_16")
+    sf.write(noise / "hum.wav", speech_like(6.0, 99, level=0.05), SR, subtype="PCM_16")
     return base
 
 
