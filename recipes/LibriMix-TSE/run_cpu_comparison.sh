@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The equal-budget comparisons of docs/report.md: variants trained for the same
 # wall-clock budget (MINUTES, default 30) on the same data, seed and test set,
-# two at a time (one compute thread each, data loading in-process, so both
-# share the 2-core machine evenly), then evaluated and tabulated. Resumable like
-# run_cpu_experiment.sh.
+# PARALLEL at a time (default 2; one compute thread each, data loading
+# in-process, so they share the 2-core machine evenly; PARALLEL=4 runs four
+# variants under exactly the same conditions at half a core each), then
+# evaluated and tabulated. Resumable like run_cpu_experiment.sh.
 #
-#   [MINUTES=30] bash recipes/LibriMix-TSE/run_cpu_comparison.sh [SHARED_DATA] [VARIANT ...]
+#   [MINUTES=30] [PARALLEL=2] bash recipes/LibriMix-TSE/run_cpu_comparison.sh [SHARED_DATA] [VARIANT ...]
 #
 # VARIANT is one of the names below (default: the SpEx+ ones, in pairs); vf_*
 # variants are VoiceFilter (MODEL=voicefilter; run_voicefilter_comparison.sh runs
@@ -49,12 +50,13 @@ run() {
     > "$results/$1.log" 2>&1 || { echo "$1 failed: see $results/$1.log" >&2; return 1; }
 }
 status=0
-for ((i = 0; i < ${#variants[@]}; i += 2)); do
-  run "${variants[i]}" & first=$!
-  second=""
-  if [ $((i + 1)) -lt ${#variants[@]} ]; then run "${variants[i + 1]}" & second=$!; fi
-  wait "$first" || status=1
-  if [ -n "$second" ]; then wait "$second" || status=1; fi
+parallel=${PARALLEL:-2}
+for ((i = 0; i < ${#variants[@]}; i += parallel)); do
+  pids=()
+  for ((j = i; j < i + parallel && j < ${#variants[@]}; j++)); do
+    run "${variants[j]}" & pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 done
 python recipes/LibriMix-TSE/compare_results.py "$results" "${variants[@]}"
 exit $status
