@@ -8,7 +8,8 @@
 #   [NAME=cpu] [EPOCHS=100] [MINUTES=75] [MODEL=spex_plus] bash recipes/LibriMix-TSE/run_cpu_experiment.sh \
 #       [SHARED_DATA] [extra train.py overrides, e.g. --reference_encoder dvector]
 #
-# MINUTES is the wall-clock training budget (validation included); results go
+# MINUTES is the wall-clock training budget (validation included); WANDB_MODE
+# (offline by default) is passed to W&B, `disabled` saves its CPU; results go
 # to results/cpu_experiment/NAME. MODEL=voicefilter trains hparams/voicefilter.yaml
 # instead, on the same data and protocol; SIZES replaces the model's CPU sizes
 # below, DATA and RESULTS the data and results folders (tests use all three).
@@ -34,7 +35,8 @@ if [ ! -f "$out/train/model/inference.yaml" ]; then
       --data_folder "$data" --output_folder "$out/train" --experiment_name "${model}_$name" \
       "${sizes[@]}" --batch_size 8 --segment_seconds 3.0 --online_items_per_epoch 800 \
       --num_workers "${NUM_WORKERS:-1}" --reference_seconds 4.0 --valid_pesq_items 20 \
-      --number_of_epochs "${EPOCHS:-100}" --max_train_minutes "${MINUTES:-75}" "$@"
+      --number_of_epochs "${EPOCHS:-100}" --max_train_minutes "${MINUTES:-75}" \
+      --wandb_mode "${WANDB_MODE:-offline}" "$@"
 fi
 if [ ! -f "$out/eval_mixture/summary.json" ]; then
   python evaluate.py hparams/test.yaml --test_dir "$data/test" --baseline mixture \
