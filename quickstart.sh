@@ -13,7 +13,7 @@ results=results/quickstart
 SECONDS=0
 stage() { printf '\n== [%s/5] %s (%d:%02d elapsed)\n' "$1" "$2" $((SECONDS / 60)) $((SECONDS % 60)); }
 
-echo "Quick start: about 8 minutes on 2 CPU cores (the first run adds a few minutes to"
+echo "Quick start: about 6 minutes on 2 CPU cores (the first run adds a few minutes to"
 echo "install the packages into .venv/). Results go to $results/."
 
 stage 1 "Project environment (.venv/)"
