@@ -408,7 +408,7 @@ def results(inputs, request, tmp_path_factory) -> dict[str, Result]:
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="disabled")
     completed = subprocess.run([sys.executable, "-c", RUNNER], input=json.dumps(specs),
                                capture_output=True, text=True, cwd=REPO_ROOT, env=env,
-                               timeout=900)
+                               timeout=1800)
     assert completed.returncode == 0, completed.stderr[-3000:]
     statuses = json.loads(completed.stdout)
     found = {}

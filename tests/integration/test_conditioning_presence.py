@@ -42,7 +42,7 @@ ITEM_KEYS = (
 )  # fmt: skip
 
 
-def run_script(*args, timeout=120):
+def run_script(*args, timeout=1800):
     return subprocess.run(
         [sys.executable, SCRIPT, "--threads", "1", *map(str, args)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,

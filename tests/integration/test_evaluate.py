@@ -73,7 +73,7 @@ def bad_dir(test_dir, tmp_path_factory):
 def run_evaluate(*args):
     return subprocess.run(
         [sys.executable, "evaluate.py", "hparams/test.yaml", *map(str, args)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800,
     )
 
 

@@ -91,7 +91,7 @@ def absent_dir(ci_tiny, tmp_path_factory):
         [sys.executable, "mixing/make_mixtures.py", "--corpus", str(ci_tiny / "speech"),
          "--out", str(out), "--num_test_speakers", "4", "--num_test_absent", "3",
          "--min_target_seconds", "1", "--min_ref_seconds", "1"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr
     return out / "test_absent"
 

@@ -29,7 +29,7 @@ def exported(tmp_path_factory, tiny_args):
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "export_model.py"), "--model_dir", str(root / "model"),
          "--out", str(root / "export")],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=600,
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=1800,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("wrote ")
@@ -75,7 +75,7 @@ def test_export_bad_model_dir(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "export_model.py"), "--model_dir", str(tmp_path / "x"),
          "--out", str(tmp_path / "out")],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=1800,
     )
     assert result.returncode == 2
     assert "model directory not found" in result.stderr and not (tmp_path / "out").exists()

@@ -45,7 +45,7 @@ def files(ci_tiny, tmp_path_factory, tiny_args):
 def run(*args):
     return subprocess.run(
         [sys.executable, str(REPO_ROOT / "extract.py"), *map(str, args)],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=1800,
     )
 
 

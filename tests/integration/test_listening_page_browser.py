@@ -60,7 +60,7 @@ def find_or_install_chromium() -> str:
         pytest.skip("chromium is not installed and cannot be (needs root and apt-get): "
                     "apt-get install chromium to run this test")
     result = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
-                            capture_output=True, text=True, timeout=900)
+                            capture_output=True, text=True, timeout=1800)
     if result.returncode != 0 or not shutil.which("chromium"):
         pytest.skip(f"apt-get install chromium failed: {result.stderr.strip()[-300:]}")
     return shutil.which("chromium")
@@ -73,7 +73,7 @@ def media_check(chromium: str, page, profile) -> dict:
     result = subprocess.run(
         [chromium, *FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=15000",
          "--dump-dom", checked.as_uri()],
-        capture_output=True, text=True, timeout=180,
+        capture_output=True, text=True, timeout=1800,
     )
     checked.unlink()
     found = re.findall(r"MEDIA-CHECK (\{.*?\})</pre>", result.stdout)
@@ -116,5 +116,5 @@ def test_screenshot(chromium, page, tmp_path):
     shot = tmp_path / "shot.png"
     subprocess.run([chromium, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
                     f"--screenshot={shot}", "--window-size=1000,800", page.as_uri()],
-                   capture_output=True, timeout=180)
+                   capture_output=True, timeout=1800)
     assert shot.is_file() and shot.read_bytes()[:4] == b"\x89PNG"

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 def run_cli(*args):
     return subprocess.run([sys.executable, "mixing/make_asr_test.py", *map(str, args)],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800)
 
 
 def test_english_test_set_with_transcripts(shared_data, tmp_path):

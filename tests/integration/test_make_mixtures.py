@@ -20,7 +20,7 @@ SPLITS = {"train": 6, "valid": 3, "test": 4}
 pytestmark = pytest.mark.slow
 
 
-def run_cli(*args, timeout=120):
+def run_cli(*args, timeout=1800):
     return subprocess.run(
         [sys.executable, "mixing/make_mixtures.py", *map(str, args)],
         cwd=REPO_ROOT,

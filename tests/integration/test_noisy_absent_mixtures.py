@@ -14,7 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def run_cli(*args, timeout=120):
+def run_cli(*args, timeout=1800):
     return subprocess.run(
         [sys.executable, "mixing/make_mixtures.py", *map(str, args)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,

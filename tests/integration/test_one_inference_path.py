@@ -59,7 +59,7 @@ def setup(ci_tiny, tmp_path_factory, tiny_args):
 
 def run(script, *args):
     result = subprocess.run([sys.executable, script, *map(str, args)], capture_output=True,
-                            text=True, cwd=REPO_ROOT, timeout=900)
+                            text=True, cwd=REPO_ROOT, timeout=1800)
     assert result.returncode == 0, result.stderr
     return result
 

@@ -32,7 +32,7 @@ def write_executable(path: Path, text: str) -> Path:
 def run_setup(root: Path, **env) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["bash", "scripts/setup_venv.sh"], cwd=root, capture_output=True, text=True,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(root), **env}, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(root), **env}, timeout=1800,
     )  # fmt: skip
 
 

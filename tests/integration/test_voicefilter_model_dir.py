@@ -30,7 +30,7 @@ TINY_SIZES = {"conv_channels": 4, "conv_out_channels": 2, "time_dilations": [1, 
               "lstm_units": 8, "fc_units": 8}  # fmt: skip
 
 
-def run(*args, env=None, timeout=600):
+def run(*args, env=None, timeout=1800):
     return subprocess.run(
         [*map(str, args)], capture_output=True, text=True, cwd=REPO, timeout=timeout,
         env={**os.environ, "WANDB_MODE": "disabled", **(env or {})},
@@ -130,7 +130,7 @@ def test_comparison_script_trains_and_evaluates_variants(ci_tiny, tmp_path):
     results = tmp_path / "results"
     env = {"MINUTES": "0.25", "SIZES": sizes, "DATA": str(data), "RESULTS": str(results)}
     result = run("bash", "recipes/LibriMix-TSE/run_voicefilter_comparison.sh", ci_tiny,
-                 "vf_linear_spectral", "vf_mel_sisnr", env=env, timeout=900)  # fmt: skip
+                 "vf_linear_spectral", "vf_mel_sisnr", env=env, timeout=1800)  # fmt: skip
     logs = "".join(p.read_text()[-1500:] for p in results.glob("*.log"))
     assert result.returncode == 0, result.stderr[-2000:] + logs
     rows = {row["name"]: row for row in json.loads((results / "comparison.json").read_text())}
