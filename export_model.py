@@ -52,49 +52,20 @@ from pathlib import Path
 import torch
 
 from modules.cli import ArgumentParser, BadInput, check_writable_dir, is_inside, run_main
+from modules.onnx_runtime import (
+    ONNX_OPSET,
+    TRACE_MIX_SAMPLES,
+    TRACE_REF_SAMPLES,
+    EmbedWrapper,
+    ExtractWrapper,
+    FullWrapper,
+)
 
 logger = logging.getLogger("export_model")
 
-# Traced and checked lengths (samples at 16 kHz), deliberately unlike common file lengths.
-TRACE_MIX_SAMPLES = 68_111
-TRACE_REF_SAMPLES = 50_021
+# Checked lengths (samples at 16 kHz), unlike the traced ones and common file lengths.
 CHECK_MIX_SAMPLES = 43_205
 CHECK_REF_SAMPLES = 30_407
-ONNX_OPSET = 17
-
-
-class FullWrapper(torch.nn.Module):
-    """``(mix [1, T], ref [1, Tr]) -> est [1, T]``: embed the reference, extract."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, mix: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        emb = self.model.embed_reference(ref)[0]
-        return self.model.extract(mix, emb)["est"]
-
-
-class EmbedWrapper(torch.nn.Module):
-    """``ref [1, Tr] -> emb [1, D]``."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, ref: torch.Tensor) -> torch.Tensor:
-        return self.model.embed_reference(ref)[0]
-
-
-class ExtractWrapper(torch.nn.Module):
-    """``(mix [1, T], emb [1, D]) -> est [1, T]``."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, mix: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        return self.model.extract(mix, emb)["est"]
 
 
 class ExportMismatch(Exception):

@@ -238,21 +238,13 @@ def build_parser() -> ArgumentParser:
     ratio.add_argument(
         "--ratio_db", type=float, default=0.0, help="fixed target-to-interferer loudness ratio (LU)"
     )
+    # [LO, HI] ranges of ratios drawn uniformly per mixture
+    ranges = {"type": float, "nargs": 2, "metavar": ("LO", "HI")}
     ratio.add_argument(
-        "--ratio_range",
-        type=float,
-        nargs=2,
-        default=None,
-        metavar=("LO", "HI"),
-        help="draw the ratio uniformly from [LO, HI] instead",
+        "--ratio_range", default=None, help="draw the ratio from [LO, HI] instead", **ranges
     )
     parser.add_argument(
-        "--snr_range",
-        type=float,
-        nargs=2,
-        default=[5.0, 15.0],
-        metavar=("LO", "HI"),
-        help="target-to-noise ratio range (with --noise_dir)",
+        "--snr_range", default=[5.0, 15.0], help="target-to-noise ratio, with --noise_dir", **ranges
     )
     parser.add_argument(
         "--noise_train_fraction",

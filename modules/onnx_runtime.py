@@ -1,4 +1,8 @@
-"""Run a model's ``extract`` with ONNX Runtime: the ``runtime: onnxruntime`` of inference.yaml.
+"""Graphs of a model for export, and its ``extract`` run by ONNX Runtime.
+
+The wrappers (:class:`FullWrapper`, :class:`EmbedWrapper`,
+:class:`ExtractWrapper`) are the graphs ``export_model.py`` writes; the last one
+is also what ``runtime: onnxruntime`` of inference.yaml runs.
 
 :class:`OnnxExtract` exports ``model.extract(mix, emb)["est"]`` (batch 1, any
 length; the graph ``export_model.py`` writes as ``extract.onnx``) to ONNX in
@@ -32,12 +36,37 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-#: Mixture length (samples) the graph is traced at; any length runs afterwards.
-TRACE_SAMPLES = 68_111
+#: Traced lengths (samples at 16 kHz), deliberately unlike common file lengths;
+#: any length runs afterwards.
+TRACE_MIX_SAMPLES = 68_111
+TRACE_REF_SAMPLES = 50_021
 ONNX_OPSET = 17
 
 
-class _Extract(torch.nn.Module):
+class FullWrapper(torch.nn.Module):
+    """``(mix [1, T], ref [1, Tr]) -> est [1, T]``: embed the reference, extract."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, mix: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        emb = self.model.embed_reference(ref)[0]
+        return self.model.extract(mix, emb)["est"]
+
+
+class EmbedWrapper(torch.nn.Module):
+    """``ref [1, Tr] -> emb [1, D]``."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ref: torch.Tensor) -> torch.Tensor:
+        return self.model.embed_reference(ref)[0]
+
+
+class ExtractWrapper(torch.nn.Module):
     """``(mix [1, T], emb [1, D]) -> est [1, T]``."""
 
     def __init__(self, model: torch.nn.Module):
@@ -65,14 +94,14 @@ class OnnxExtract:
         import onnxruntime
 
         graph = io.BytesIO()
-        example = (torch.zeros(1, TRACE_SAMPLES), torch.zeros(1, int(embedding_dim)))
+        example = (torch.zeros(1, TRACE_MIX_SAMPLES), torch.zeros(1, int(embedding_dim)))
         # every non-trivial input, so that no branch is traced at a degenerate case
         example[0].normal_(generator=torch.Generator().manual_seed(0))
         example[1].normal_(generator=torch.Generator().manual_seed(1))
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                _Extract(model).eval(), example, graph,
+                ExtractWrapper(model).eval(), example, graph,
                 input_names=["mix", "emb"], output_names=["est"],
                 dynamic_axes={"mix": {1: "time"}, "est": {1: "time"}},
                 opset_version=ONNX_OPSET, dynamo=False,
