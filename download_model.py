@@ -49,7 +49,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from modules.cli import EXIT_BAD_INPUT, EXIT_FAILURE, ArgumentParser, is_inside, run_main
+from modules.cli import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    ArgumentParser,
+    entry_point,
+    is_inside,
+)
 from modules.files import atomic_path, new_dir_beside, replace_dir
 
 logger = logging.getLogger("download_model")
@@ -478,9 +484,7 @@ def _main(argv) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    """Command-line entry point; returns the exit status (0 done, 2 bad input, 1 failure)."""
-    return run_main(_main, argv, prog="download_model.py")
+main = entry_point(_main, "download_model.py")
 
 
 if __name__ == "__main__":

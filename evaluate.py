@@ -64,10 +64,10 @@ from modules.cli import (
     BadInput,
     check_device,
     check_writable_dir,
+    entry_point,
     is_inside,
     load_hparams,
     parse_hparams_args,
-    run_main,
 )
 from modules.dataio import MIX_DIR, REF_DIR, TARGET_DIR, CustomDirDataset, InputLimits, Problem
 from modules.evaluation_extras import ExtraEvaluation
@@ -443,9 +443,7 @@ def _main(argv: list[str]) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the evaluation; returns the exit status (0 done, 2 bad input, 1 internal failure)."""
-    return run_main(_main, argv, prog="evaluate.py")
+main = entry_point(_main, "evaluate.py")
 
 
 if __name__ == "__main__":

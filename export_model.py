@@ -51,7 +51,13 @@ from pathlib import Path
 
 import torch
 
-from modules.cli import ArgumentParser, BadInput, check_writable_dir, is_inside, run_main
+from modules.cli import (
+    ArgumentParser,
+    BadInput,
+    check_writable_dir,
+    entry_point,
+    is_inside,
+)
 from modules.onnx_runtime import (
     ONNX_OPSET,
     TRACE_MIX_SAMPLES,
@@ -277,9 +283,7 @@ def _main(argv) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    """Command-line entry point; returns the exit status (0 done, 2 bad input, 1 failure)."""
-    return run_main(_main, argv, prog="export_model.py")
+main = entry_point(_main, "export_model.py")
 
 
 if __name__ == "__main__":

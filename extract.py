@@ -45,8 +45,8 @@ from modules.cli import (
     check_device,
     check_output_file,
     check_writable_dir,
+    entry_point,
     is_inside,
-    run_main,
 )
 
 logger = logging.getLogger("extract")
@@ -258,9 +258,7 @@ def _main(argv) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    """Entry point; returns the exit status (0 done, 2 bad input, 1 internal failure)."""
-    return run_main(_main, argv, prog="extract.py")
+main = entry_point(_main, "extract.py")
 
 
 if __name__ == "__main__":

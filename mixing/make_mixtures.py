@@ -89,7 +89,7 @@ from mixing.mixers import (
 from mixing.online import draw_sources, save_speakers_json
 from mixing.references import build_speaker_segments
 from modules.audio import SAMPLE_RATE, AudioFileError, load_audio, save_audio
-from modules.cli import ArgumentParser, BadInput, check_writable_dir, run_main
+from modules.cli import ArgumentParser, BadInput, check_writable_dir, entry_point
 from modules.files import atomic_write_text
 
 logger = logging.getLogger("mixing.make_mixtures")
@@ -768,15 +768,7 @@ def _main(argv: list[str]) -> int:
         mixer_logger.setLevel(old_level)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0 done, 2 bad input, 1 bug).
-
-    Example
-    -------
-    >>> main(["--corpus", "/nonexistent/corpus", "--out", "/tmp/x", "--num_test", "2"])
-    2
-    """
-    return run_main(_main, argv, prog="make_mixtures.py")
+main = entry_point(_main, "make_mixtures.py")
 
 
 if __name__ == "__main__":

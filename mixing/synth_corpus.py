@@ -54,7 +54,7 @@ from scipy.signal import resample_poly
 from tqdm import tqdm
 
 from modules.audio import SAMPLE_RATE, save_audio
-from modules.cli import ArgumentParser, BadInput, check_writable_dir, run_main
+from modules.cli import ArgumentParser, BadInput, check_writable_dir, entry_point
 
 logger = logging.getLogger(__name__)
 
@@ -599,10 +599,7 @@ def _main(argv) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    """Command-line entry point; returns the exit status (0 done, 2 bad input, usage or
-    eSpeak NG missing, 1 internal failure)."""
-    return run_main(_main, argv, prog="synth_corpus.py")
+main = entry_point(_main, "synth_corpus.py")
 
 
 if __name__ == "__main__":

@@ -91,6 +91,26 @@ def run_main(
     return EXIT_OK if status is None else int(status)
 
 
+def entry_point(run: Callable[[list[str]], int | None], prog: str) -> Callable[..., int]:
+    """The ``main(argv=None) -> status`` of a script: ``run`` under :func:`run_main`.
+
+    Example
+    -------
+    >>> main = entry_point(lambda argv: len(argv), "count.py")
+    >>> main(["a", "b"]), main.__doc__.split(";")[0]
+    (2, 'Command-line entry point of count.py')
+    """
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        return run_main(run, argv, prog=prog)
+
+    main.__doc__ = (
+        f"Command-line entry point of {prog}; returns the exit status "
+        "(0 done, 2 bad input or usage, 1 failure)."
+    )
+    return main
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with one-line errors (``PROG: error: ... (see --help)``, exit 2).
 

@@ -387,7 +387,7 @@ class Result:
 def results(inputs, request, tmp_path_factory) -> dict[str, Result]:
     """Run every selected case (two at a time); ``{case name: Result}``."""
     selected = {item.callspec.params["case"].name for item in request.session.items
-                if item.module is request.module and hasattr(item, "callspec")}
+                if getattr(item, "module", None) is request.module and hasattr(item, "callspec")}
     work = tmp_path_factory.mktemp("cases")
     specs = []
     for case in CASES:
