@@ -73,6 +73,7 @@ from mixing.mixers import LoudnessError, Mixer, db_to_gain, loudness
 from mixing.online import load_speakers_json
 from mixing.references import MIN_SEGMENT_SAMPLES, Segment, read_segment
 from modules.audio import SAMPLE_RATE, AudioFileError, load_audio
+from modules.files import FileError
 from modules.metrics import si_sdr_graded
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -521,13 +522,7 @@ def run(args) -> dict:
     """Check the inputs, evaluate every item, return the report."""
     data_folder = Path(args.data_folder).expanduser()
     rows = read_manifest(data_folder, args.split)
-    speakers_path = data_folder / args.split / "speakers.json"
-    if not speakers_path.is_file():
-        raise UsageError(f"{speakers_path}: not found (written by mixing/make_mixtures.py)")
-    try:
-        speakers = load_speakers_json(speakers_path)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    speakers = load_speakers_json(data_folder / args.split / "speakers.json")
     model_dir = Path(args.model_dir).expanduser()
     if not model_dir.exists():
         raise UsageError(f"{model_dir}: model directory not found")
@@ -587,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_flush_denormal(True)
     try:
         report = run(args)
-    except (UsageError, AudioFileError) as error:
+    except (UsageError, FileError) as error:
         logger.error("%s", error)
         return EXIT_BAD_INPUT
     out = Path(args.out)

@@ -40,13 +40,19 @@ import numpy as np
 
 from mixing.mixers import Mixer, MixResult, mix_with_redraws
 from mixing.references import MIN_SEGMENT_SAMPLES, Segment, pick_target_and_reference
-from modules.files import atomic_write_text
+from modules.files import FileError, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 
 def load_speakers_json(path) -> dict[str, list[Segment]]:
     """Read a ``speakers.json`` (speaker -> list of ``{path, start, stop}``).
+
+    Raises
+    ------
+    modules.files.FileError
+        A missing, unreadable or malformed file (a ``BadInput``: exit status 2
+        in the command-line tools).
 
     Example
     -------
@@ -57,13 +63,18 @@ def load_speakers_json(path) -> dict[str, list[Segment]]:
     {'c:1': [Segment(path='/x.flac', start=0, stop=16000)]}
     """
     path = Path(path)
+    if not path.is_file():
+        raise FileError(path, "no speakers file (mixing/make_mixtures.py writes it)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: cannot read speakers file ({error})") from None
+        raise FileError(path, f"cannot read speakers file ({error})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected an object speaker -> list of segments")
-    return {str(spk): [Segment.from_dict(s) for s in segs] for spk, segs in data.items()}
+        raise FileError(path, "expected an object speaker -> list of segments")
+    try:
+        return {str(spk): [Segment.from_dict(s) for s in segs] for spk, segs in data.items()}
+    except (TypeError, ValueError, KeyError) as error:
+        raise FileError(path, f"malformed segment ({error})") from None
 
 
 def save_speakers_json(path, speakers: dict[str, list[Segment]]) -> None:

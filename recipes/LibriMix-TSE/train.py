@@ -274,12 +274,7 @@ def check_inputs(hparams_file, overrides) -> None:
     files = set()
     if hparams["online_mixing"]:
         speakers_json = Path(str(hparams["train_speakers"]))
-        if not speakers_json.is_file():
-            raise BadInput(f"{speakers_json}: no training speakers file ({hint})")
-        try:
-            speakers = load_speakers_json(speakers_json)
-        except ValueError as error:
-            raise BadInput(str(error)) from None
+        speakers = load_speakers_json(speakers_json)  # a FileError is a BadInput
         if len(speakers) < 2 or max(len(segments) for segments in speakers.values()) < 2:
             raise BadInput(
                 f"{speakers_json}: {len(speakers)} training speaker(s), the most segments of "
