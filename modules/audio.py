@@ -158,10 +158,10 @@ def save_audio(path, wav: torch.Tensor, sample_rate: int = SAMPLE_RATE, subtype=
     if wav.dim() != 1:
         raise ValueError(f"save_audio expects a [T] waveform, got shape {tuple(wav.shape)}")
     with atomic_path(path) as tmp:
-        sf.write(tmp, wav.numpy(), sample_rate, subtype=subtype, format=audio_format(path))
+        sf.write(tmp, wav.numpy(), sample_rate, subtype=subtype, format=audio_format(path, subtype))
 
 
-def audio_format(path) -> str:
+def audio_format(path, subtype: str = "PCM_16") -> str:
     """The libsndfile format of an output path, from its suffix.
 
     Example
@@ -172,10 +172,11 @@ def audio_format(path) -> str:
     Raises
     ------
     AudioFileError
-        A suffix libsndfile cannot write.
+        A suffix libsndfile cannot write with ``subtype`` (e.g. ``.mp3``, ``.txt``).
     """
     path = Path(path)
     name = path.suffix.lstrip(".").upper()
-    if name not in sf.available_formats():
-        raise AudioFileError(path, f"unknown audio format {path.suffix!r} (use .wav or .flac)")
+    if name not in sf.available_formats() or not sf.check_format(name, subtype):
+        suffix = path.suffix or "no suffix"
+        raise AudioFileError(path, f"unknown audio format {suffix!r} (use .wav or .flac)")
     return name

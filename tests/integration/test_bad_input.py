@@ -82,6 +82,7 @@ CASES = [
     C("extract-out-unwritable", EXTRACT + " --mix {R}/mix.wav --ref {R}/ref.wav --out /proc/tse-test/est.wav", 2, "/proc/tse-test/est.wav|cannot be written there", not_words=".est.wav"),
     C("extract-out-is-dir", EXTRACT + " --mix {R}/mix.wav --ref {R}/ref.wav --out {C}", 2, "is a directory"),
     C("extract-out-bad-suffix", EXTRACT + " --mix {R}/mix.wav --ref {R}/ref.wav --out {C}/est.xyz", 2, "unknown audio format", absent="{C}/*"),
+    C("extract-out-mp3", EXTRACT + " --mix {R}/mix.wav --ref {R}/ref.wav --out {C}/est.mp3", 2, "unknown audio format|.mp3", absent="{C}/*", not_words="Traceback"),
     C("extract-mix-is-folder", EXTRACT + " --mix {C} --ref {R}/ref.wav --out {C}/est.wav", 2, "not an audio file (a folder)", absent="{C}/est.wav"),
     C("extract-missing-mix", EXTRACT + " --mix {C}/missing.wav --ref {R}/ref.wav --out {C}/est.wav", 2, "missing.wav: file not found", absent="{C}/est.wav"),
     C("extract-text-ref", EXTRACT + " --mix {R}/mix.wav --ref {R}/text.wav --out {C}/est.wav", 2, "text.wav: not a readable audio file", absent="{C}/est.wav"),
