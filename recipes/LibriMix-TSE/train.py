@@ -245,6 +245,13 @@ def parse_command_line(argv):
     return hparams_file, run_opts, overrides
 
 
+#: Numeric hparams that must be > 0, and >= 0 (checked when present in the yaml).
+POSITIVE_HPARAMS = ("batch_size", "valid_batch_size", "online_items_per_epoch",
+                    "number_of_epochs", "segment_seconds", "reference_seconds", "lr")
+NON_NEGATIVE_HPARAMS = ("num_workers", "max_train_minutes", "ce_weight",
+                        "early_stop_patience", "lr_patience", "min_active_fraction")
+
+
 def check_inputs(hparams_file, overrides) -> None:
     """Refuse, in one line each and before any model is built, what would stop training.
 
@@ -263,6 +270,13 @@ def check_inputs(hparams_file, overrides) -> None:
     from modules.cli import BadInput, resolve_hparams
 
     hparams = resolve_hparams(hparams_file, overrides)
+    for key in (*POSITIVE_HPARAMS, *NON_NEGATIVE_HPARAMS):
+        value = hparams.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue  # absent, null or built by a tag
+        if value < 0 or (value == 0 and key in POSITIVE_HPARAMS):
+            bound = "> 0" if key in POSITIVE_HPARAMS else ">= 0"
+            raise BadInput(f"--{key} must be {bound}, got {value} ({hparams_file})")
     data = Path(str(hparams["data_folder"]))
     hint = "make it with mixing/make_mixtures.py, see the README"
     if not data.is_dir():
@@ -316,7 +330,12 @@ def _main(argv):
     check_inputs(hparams_file, overrides)
     sb.utils.distributed.ddp_init_group(run_opts)  # no-op without torchrun
     with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
+        try:
+            hparams = load_hyperpyyaml(fin, overrides)
+        except ValueError as error:  # a class built by the yaml refused one of its values
+            from modules.cli import BadInput
+
+            raise BadInput(f"{hparams_file}: {error}") from None
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,

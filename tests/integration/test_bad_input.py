@@ -180,6 +180,9 @@ CASES = [
     C("train-batch-size-text", TRAIN + " --data_folder {R}/data --batch_size abc", 2, "--batch_size expects a number (default 8), got 'abc'"),
     C("train-bad-run-option", TRAIN + " --data_folder {R}/data --precision fp7", 2, "argument --precision: invalid choice"),
     C("train-device-abc", TRAIN + " --data_folder {R}/data --device abc", 2, "--device abc: not a torch device"),
+    C("train-batch-size-zero", TRAIN + " --data_folder {R}/data --batch_size 0", 2, "--batch_size must be > 0, got 0", not_words="Traceback"),
+    C("train-negative-budget", TRAIN + " --data_folder {R}/data --max_train_minutes -5", 2, "--max_train_minutes must be >= 0", not_words="Traceback"),
+    C("train-unknown-reference-encoder", TRAIN + " --data_folder {R}/data --reference_encoder ecapa", 2, "reference_encoder must be one of", not_words="Traceback"),
 ]  # fmt: skip
 
 
