@@ -139,6 +139,11 @@ def load_hparams_checked(hparams_file: Path, overrides: dict) -> dict:
         raise BadInput(f"--compare_baselines: choose from {', '.join(BASELINES)}, got "
                        f"{compared!r}")
     hparams["compare_baselines"] = [name for name in compared if name != hparams["baseline"]]
+    if not isinstance(hparams["html"], int) or hparams["html"] < 0:
+        raise BadInput(f"--html: expected a number of items >= 0, got {hparams['html']!r}")
+    lengths = hparams["ref_lengths"] or []
+    if any(not isinstance(v, (int, float)) or not v > 0 for v in lengths):
+        raise BadInput(f"--ref_lengths: expected seconds > 0 such as [1, 2, 4], got {lengths!r}")
     check_device(str(hparams["device"]))
     return hparams
 

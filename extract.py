@@ -45,6 +45,7 @@ from modules.cli import (
     check_device,
     check_output_file,
     check_writable_dir,
+    checked_type,
     entry_point,
     is_inside,
 )
@@ -71,7 +72,8 @@ def parse_args(argv=None):
         help="with --test_dir: skip (and list) bad items instead of refusing the directory",
     )
     parser.add_argument(
-        "--lufs", type=float, default=None, help="output loudness (default: the mixture's)"
+        "--lufs", type=checked_type(float, lambda v: -70.0 <= v <= 0.0, "LUFS in [-70, 0]"),
+        default=None, help="output loudness (default: the mixture's)",
     )
     parser.add_argument(
         "--chunk_seconds", type=float, default=None, help="chunk length for long inputs"
@@ -80,7 +82,8 @@ def parse_args(argv=None):
         "--hop_seconds", type=float, default=None, help="hop between chunks (default chunk/2)"
     )
     parser.add_argument(
-        "--max_whole_seconds", type=float, default=None,
+        "--max_whole_seconds", type=checked_type(float, lambda v: v >= 0, "seconds >= 0"),
+        default=None,
         help="mixtures longer than this are chunked (default from inference.yaml)",
     )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")

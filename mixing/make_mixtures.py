@@ -89,7 +89,7 @@ from mixing.mixers import (
 from mixing.online import draw_sources, save_speakers_json
 from mixing.references import build_speaker_segments
 from modules.audio import SAMPLE_RATE, AudioFileError, load_audio, save_audio
-from modules.cli import ArgumentParser, BadInput, check_writable_dir, entry_point
+from modules.cli import ArgumentParser, BadInput, check_writable_dir, checked_type, entry_point
 from modules.files import atomic_write_text
 
 logger = logging.getLogger("mixing.make_mixtures")
@@ -295,21 +295,9 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _checked(convert, accept, expected: str):
-    """An argparse type: ``convert(text)``, refused unless ``accept(value)``."""
-
-    def parse(text: str):
-        value = convert(text)
-        if not accept(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
-        return value
-
-    return parse
-
-
-_non_negative = _checked(int, lambda v: v >= 0, "an integer >= 0")
-_fraction = _checked(float, lambda v: 0.0 < v <= 1.0, "a fraction in (0, 1]")
-_positive = _checked(int, lambda v: v >= 1, "an integer >= 1")
+_non_negative = checked_type(int, lambda v: v >= 0, "an integer >= 0")
+_fraction = checked_type(float, lambda v: 0.0 < v <= 1.0, "a fraction in (0, 1]")
+_positive = checked_type(int, lambda v: v >= 1, "an integer >= 1")
 
 
 def noise_parts(train_fraction: float) -> dict[str, tuple[float, float]]:

@@ -111,6 +111,30 @@ def entry_point(run: Callable[[list[str]], int | None], prog: str) -> Callable[.
     return main
 
 
+def checked_type(convert: Callable, accept: Callable, expected: str) -> Callable:
+    """An argparse ``type``: ``convert(text)``, refused unless ``accept(value)``.
+
+    Example
+    -------
+    >>> lufs = checked_type(float, lambda v: -70 <= v <= 0, "LUFS in [-70, 0]")
+    >>> lufs("-23")
+    -23.0
+    >>> lufs("nan")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: expected LUFS in [-70, 0], got nan
+    """
+
+    def parse(text: str):
+        value = convert(text)
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+
+    parse.__name__ = convert.__name__  # argparse's "invalid float value" for bad text
+    return parse
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with one-line errors (``PROG: error: ... (see --help)``, exit 2).
 
