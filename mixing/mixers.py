@@ -412,6 +412,9 @@ class Mixer:
         # 2. loudness-normalised, placed sources
         t_raw = read_t(t_start, t_len)
         self._check_activity(t_raw, _name("target", names[0]))
+        # The reference is checked before any mixing work, which a refusal would waste.
+        ref = read_r(r_start, r_len)
+        self._check_activity(ref, _name("reference", names[2]))
         i_raw = read_i(i_start, i_len)
         t_gain = db_to_gain(
             self.lufs - loudness(t_raw, self.sample_rate, _name("target", names[0]))
@@ -460,9 +463,7 @@ class Mixer:
         if noise is not None:
             noise = noise * common
 
-        # 6. reference, on its own
-        ref = read_r(r_start, r_len)
-        self._check_activity(ref, _name("reference", names[2]))
+        # 6. reference (read and checked above), on its own
         ref_gain = db_to_gain(
             self.lufs - loudness(ref, self.sample_rate, _name("reference", names[2]))
         )

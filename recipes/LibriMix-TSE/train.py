@@ -14,6 +14,10 @@ pipeline. After training, the best checkpoint (by valid SI-SDR) is written as a
 model directory for ``evaluate.py`` and ``extract.py``.
 """
 
+import contextlib
+import csv
+import dataclasses
+import io
 import logging
 import sys
 from pathlib import Path
@@ -21,10 +25,12 @@ from pathlib import Path
 import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
+from speechbrain.utils.run_opts import RunOptions
 from torch.nn.parallel import DistributedDataParallel
 
-from mixing.corpus import find_noise_files
+from mixing.corpus import audio_problem, find_noise_files
 from mixing.online import OnlineMixer, load_speakers_json
+from modules.cli import BadInput, check_device, entry_point, parse_hparams_args, resolve_hparams
 from modules.dataio import manifest_dataset
 from modules.losses import absolute_lengths
 from modules.metrics import MetricSummary, compute_metrics
@@ -214,14 +220,6 @@ def parse_command_line(argv):
     (unknown keys, a number expected); the other options are SpeechBrain's run
     options (``--device``, ``--precision``, ...), parsed by ``sb.parse_arguments``.
     """
-    import contextlib
-    import dataclasses
-    import io
-
-    from speechbrain.utils.run_opts import RunOptions
-
-    from modules.cli import BadInput, check_device, parse_hparams_args
-
     run_options = [field.name for field in dataclasses.fields(RunOptions)]
     hparams_file, overrides, rest = parse_hparams_args(
         argv, __doc__, string_keys=("data_folder", "output_folder", "noise_folder"),
@@ -264,11 +262,6 @@ def check_inputs(hparams_file, overrides) -> None:
     ------
     modules.cli.BadInput
     """
-    import csv
-
-    from mixing.corpus import audio_problem
-    from modules.cli import BadInput, resolve_hparams
-
     hparams = resolve_hparams(hparams_file, overrides)
     for key in (*POSITIVE_HPARAMS, *NON_NEGATIVE_HPARAMS):
         value = hparams.get(key)
@@ -333,8 +326,6 @@ def _main(argv):
         try:
             hparams = load_hyperpyyaml(fin, overrides)
         except ValueError as error:  # a class built by the yaml refused one of its values
-            from modules.cli import BadInput
-
             raise BadInput(f"{hparams_file}: {error}") from None
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
@@ -372,12 +363,8 @@ def _main(argv):
         logger.info("Model written to %s", hparams["model_dir"])
 
 
-def main(argv=None) -> int:
-    """Train; returns the exit status (0 done, 2 bad input or usage, 1 internal failure)."""
-    from modules.cli import run_main
-
-    return run_main(_main, argv, prog="train.py")
+main = entry_point(_main, "train.py")
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())
