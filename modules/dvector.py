@@ -35,7 +35,6 @@ tensor([1, 1, 2])
 from __future__ import annotations
 
 import importlib.util
-import math
 from pathlib import Path
 
 import torch
@@ -242,20 +241,3 @@ class DVectorEncoder(nn.Module):
         keep = keep < counts.unsqueeze(1)
         emb = (partial_emb * keep.unsqueeze(-1)).sum(dim=1) / counts.unsqueeze(1)
         return emb / emb.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-
-
-def partial_count_reference(num_samples: int, rate: float = 1.3, min_coverage: float = 0.75) -> int:
-    """Resemblyzer's own partial count (pure Python), for tests of :meth:`num_partials`.
-
-    Example
-    -------
-    >>> [partial_count_reference(n) for n in (8000, 25600, 40000, 160000)]
-    [1, 1, 2, 12]
-    """
-    frames = int(math.ceil((num_samples + 1) / 160))
-    step = int(round((SAMPLE_RATE / rate) / 160))
-    starts = list(range(0, max(1, frames - 160 + step + 1), step))
-    coverage = (num_samples - starts[-1] * 160) / (160 * 160)
-    if coverage < min_coverage and len(starts) > 1:
-        starts = starts[:-1]
-    return len(starts)

@@ -17,6 +17,8 @@ from pathlib import Path
 import yaml
 from hyperpyyaml import load_hyperpyyaml
 
+from modules.spex_plus import count_parameters as count_trainable
+
 COLUMNS = ("si_sdr", "si_sdri", "pesq", "stoi")
 
 
@@ -31,9 +33,8 @@ def count_parameters(model_dir: Path) -> tuple[int, int] | tuple[None, None]:
         return None, None
     with open(model_dir / "inference.yaml", encoding="utf-8") as handle:
         model = load_hyperpyyaml(handle)["model"]
-    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    return trained, frozen
+    trained = count_trainable(model)
+    return trained, count_trainable(model, trainable_only=False) - trained
 
 
 def variant_row(folder: Path) -> dict:

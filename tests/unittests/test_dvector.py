@@ -1,5 +1,6 @@
 """The pretrained GE2E d-vector: slicing, padding, freezing, and agreement with Resemblyzer."""
 
+import math
 import sys
 import types
 
@@ -7,7 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from modules.dvector import DVectorEncoder, DVectorUnavailable, partial_count_reference
+from modules.audio import SAMPLE_RATE
+from modules.dvector import DVectorEncoder, DVectorUnavailable
+
+
+def partial_count_reference(num_samples: int, rate: float = 1.3, min_coverage: float = 0.75) -> int:
+    """Resemblyzer's own partial count (``VoiceEncoder.compute_partial_slices``), in Python."""
+    frames = int(math.ceil((num_samples + 1) / 160))
+    step = int(round((SAMPLE_RATE / rate) / 160))
+    starts = list(range(0, max(1, frames - 160 + step + 1), step))
+    coverage = (num_samples - starts[-1] * 160) / (160 * 160)
+    if coverage < min_coverage and len(starts) > 1:
+        starts = starts[:-1]
+    return len(starts)
 
 
 def test_partial_counts_match_resemblyzer_slicing():
