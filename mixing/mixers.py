@@ -131,7 +131,7 @@ class NoiseBank:
         if not 0.0 <= lo < hi <= 1.0:
             raise ValueError(f"noise part must be fractions 0 <= lo < hi <= 1, got {part}")
         self.part = (lo, hi)
-        self._cache: dict[str, tuple[np.ndarray, int]] = {}
+        self._cache: dict[str, tuple[np.ndarray, int] | AudioFileError] = {}
 
     def __getstate__(self):
         return {"files": self.files, "part": self.part, "_cache": {}}
@@ -148,12 +148,19 @@ class NoiseBank:
             An unreadable file, or one whose part is empty.
         """
         if path not in self._cache:
-            wav, _, _ = load_audio(path, SAMPLE_RATE)
-            lo, hi = part_bounds(wav.shape[0], self.part)
-            if hi <= lo:
-                raise AudioFileError(path, f"too short: the noise part {self.part} is empty")
-            self._cache[path] = (wav.numpy()[lo:hi].astype(np.float64), lo)
-        return self._cache[path]
+            try:
+                wav, _, _ = load_audio(path, SAMPLE_RATE)
+                lo, hi = part_bounds(wav.shape[0], self.part)
+                if hi <= lo:
+                    raise AudioFileError(path, f"too short: the noise part {self.part} is empty")
+                self._cache[path] = (wav.numpy()[lo:hi].astype(np.float64), lo)
+            except AudioFileError as error:
+                # Remembered: online mixing redraws, and must not decode a bad file again.
+                self._cache[path] = error
+        cached = self._cache[path]
+        if isinstance(cached, AudioFileError):
+            raise cached
+        return cached
 
     def draw(self, length: int, rng: np.random.Generator) -> tuple[np.ndarray, str, int]:
         """Pick a file and a start sample; return ``length`` samples, looping.

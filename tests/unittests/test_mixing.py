@@ -479,3 +479,20 @@ def test_mostly_silent_crops_are_refused_and_redrawn(tmp_path):
     for item in items:
         assert active_fraction(item["target"].numpy()) >= 0.5
         assert active_fraction(item["ref"].numpy()) >= 0.5
+
+
+def test_noise_bank_decodes_a_bad_file_once(tmp_path, monkeypatch):
+    """Online mixing redraws after a bad noise file: it must not be decoded again each time."""
+    import mixing.mixers as mixers
+    from modules.audio import AudioFileError
+
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio")
+    calls = []
+    real = mixers.load_audio
+    monkeypatch.setattr(mixers, "load_audio", lambda *a, **k: calls.append(a) or real(*a, **k))
+    bank = NoiseBank([bad])
+    for _ in range(3):
+        with pytest.raises(AudioFileError, match="bad.wav"):
+            bank.draw(100, np.random.default_rng(0))
+    assert len(calls) == 1
