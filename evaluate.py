@@ -61,6 +61,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from modules.audio import SAMPLE_RATE, AudioFileError, save_audio
 from modules.cli import (
+    EXIT_BAD_INPUT,  # noqa: F401 - the status evaluate.main returns for bad input
+    EXIT_INTERRUPTED,
     BadInput,
     check_device,
     check_writable_dir,
@@ -79,7 +81,6 @@ logger = logging.getLogger("evaluate")
 BASELINES = ("mixture", "target")
 BASELINE_SIGNALS = {"mixture": "mix", "target": "target"}
 PATH_KEYS = ("test_dir", "save_dir", "model_dir", "output_folder")
-EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
 
 
 class ItemRefused(Exception):
@@ -407,7 +408,6 @@ def _write_page(hparams, dataset, estimate, scores, extras, summary, output_fold
                 **{f"{k} rate": v["rate"] for k, v in summary["failures"].items()}}
     page = extras.write_page(output_folder / "listening", scores.rows, signals,
                              int(hparams["html"]), overview)
-    logger.info("listening page: %s", page)
     return page.resolve()
 
 

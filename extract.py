@@ -118,14 +118,14 @@ def setup_logging(quiet: bool) -> None:
 
 def load_extractor(args):
     """The model of ``--model_dir`` with the command-line settings applied."""
-    from modules.inference import ModelDirError, TargetSpeakerExtractor
+    from modules.inference import TargetSpeakerExtractor
 
     check_device(args.device)
     try:
         extractor = TargetSpeakerExtractor.from_hparams(
             source=args.model_dir, run_opts={"device": args.device}
         )
-    except (ModelDirError, OSError) as error:
+    except OSError as error:  # a ModelDirError is already bad input
         raise BadInput(f"{error}") from None
     if args.chunk_seconds is not None:
         extractor.chunk_seconds = args.chunk_seconds

@@ -352,7 +352,6 @@ class AsrScorer:
 
     def __init__(self, recognizer):
         self.recognizer = recognizer
-        self.rows: list[dict] = []
         self.counts = {"items": 0, "asr_failed": 0, "asr_empty_reference": 0,
                        **{f"ref_{source}": 0 for source in REF_SOURCES}}
         self.failures: list[str] = []
@@ -419,7 +418,6 @@ class AsrScorer:
                 totals["items"] += 1
                 for name, value in counts.items():
                     totals[name] += value
-        self.rows.append(row)
         return row
 
     def summary(self) -> dict:

@@ -112,7 +112,6 @@ class ExtraEvaluation:
         self.ref_length_gaps = {f"{length:g} s": {"shorter": 0, "refused": 0}
                                 for length in self.ref_lengths}
         self.rows: dict[str, dict] = {}
-        self.seen_ids: set[str] = set()
 
     @property
     def columns(self) -> list[str]:
@@ -142,7 +141,6 @@ class ExtraEvaluation:
         """
         info = info or {}
         item_id = str(item["id"])
-        self.seen_ids.add(item_id)
         row: dict = {}
         if self.has_targets:
             row.update(wrong_speaker_scores(est, item["target"], item["mix"]))
@@ -191,12 +189,12 @@ class ExtraEvaluation:
         out: dict = {"failures": self.failures.summary()}
         if self.asr is not None:
             asr = self.asr.summary()
-            unused = sorted(set(self.transcripts) - self.seen_ids)
+            unused = sorted(set(self.transcripts) - self.rows.keys())
             asr["transcripts_without_item"] = len(unused)
             out["asr"] = asr
         if self.has_targets:
             out["breakdowns"] = self.breakdowns.tables()
-            out["genders_known"] = sum(1 for i in self.seen_ids
+            out["genders_known"] = sum(1 for i in self.rows
                                        if self.info.get(i, {}).get("gender", "unknown")
                                        != "unknown")
         if self.ref_lengths:
@@ -226,7 +224,7 @@ class ExtraEvaluation:
                     f"({len(values)} defined)")
         if self.asr is not None:
             text = self.asr.format_table()
-            unused = len(set(self.transcripts) - self.seen_ids)
+            unused = len(set(self.transcripts) - self.rows.keys())
             if unused:
                 text += f"\n{unused} transcript(s) name IDs that were not scored"
             blocks.append(text)

@@ -43,28 +43,11 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
+from modules.levels import energy, energy_ratio_db
 from modules.metrics import _as_1d, match_length, si_sdr_graded
 
 #: Default threshold of ``near_silent``: output energy at most 20 dB below the mixture.
 SILENCE_DB = -20.0
-
-
-def _energy(wav: torch.Tensor) -> float:
-    return float(wav.double().pow(2).sum())
-
-
-def energy_ratio_db(est, mix) -> float:
-    """Energy of ``est`` relative to ``mix`` in dB (``-inf`` silent est, NaN silent mix).
-
-    Example
-    -------
-    >>> round(energy_ratio_db(0.1 * torch.ones(10), torch.ones(10)), 2)
-    -20.0
-    """
-    est_energy, mix_energy = _energy(_as_1d(est, "est")), _energy(_as_1d(mix, "mix"))
-    if mix_energy <= 0:
-        return math.nan
-    return 10.0 * math.log10(est_energy / mix_energy) if est_energy > 0 else -math.inf
 
 
 def wrong_speaker_scores(est, target, mix) -> dict:
@@ -91,7 +74,7 @@ def wrong_speaker_scores(est, target, mix) -> dict:
         raise ValueError(f"mix has {mix.shape[0]} samples, target {target.shape[0]}")
     est = match_length(_as_1d(est, "est").to(target.dtype), target.shape[0])
     interferer = mix - target
-    if not torch.isfinite(est).all() or _energy(interferer) <= 0 or _energy(est) <= 0:
+    if not torch.isfinite(est).all() or energy(interferer) <= 0 or energy(est) <= 0:
         return {"si_sdr_interferer": math.nan, "wrong_speaker": None}
     to_interferer, to_target = si_sdr_graded(est, interferer), si_sdr_graded(est, target)
     return {"si_sdr_interferer": to_interferer, "wrong_speaker": to_interferer > to_target}
@@ -121,9 +104,11 @@ def absent_scores(est_raw, mix, presence: float = math.nan,
     >>> absent_scores(torch.zeros(100), torch.ones(100))
     {'energy_db': -inf, 'near_silent': True, 'presence': nan}
     """
-    energy = energy_ratio_db(est_raw, mix) if energy_db is None else float(energy_db)
-    near_silent = None if math.isnan(energy) else energy <= silence_db
-    return {"energy_db": energy, "near_silent": near_silent, "presence": float(presence)}
+    if energy_db is None:
+        energy_db = energy_ratio_db(_as_1d(est_raw, "est"), _as_1d(mix, "mix"))
+    energy_db = float(energy_db)
+    near_silent = None if math.isnan(energy_db) else energy_db <= silence_db
+    return {"energy_db": energy_db, "near_silent": near_silent, "presence": float(presence)}
 
 
 class FailureCounter:

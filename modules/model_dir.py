@@ -57,7 +57,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml, resolve_references
 
 from modules.audio import SAMPLE_RATE
-from modules.files import FileError, atomic_dir, atomic_write_text
+from modules.files import FileError, atomic_dir
 from modules.init_args import init_args
 
 logger = logging.getLogger(__name__)
@@ -431,8 +431,8 @@ def write_model_dir(
         if train_hparams_path is not None:
             shutil.copyfile(train_hparams_path, tmp / "train_hparams.yaml")
         if metrics is not None:
-            atomic_write_text(
-                tmp / "metrics.json", json.dumps(metrics, indent=2, default=_json_default) + "\n"
+            (tmp / "metrics.json").write_text(  # the whole folder is renamed into place
+                json.dumps(metrics, indent=2, default=_json_default) + "\n", encoding="utf-8"
             )
         if verify:
             try:
