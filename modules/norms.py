@@ -79,8 +79,10 @@ class GlobalLayerNorm(_AffineChannelNorm):
         x : torch.Tensor
             ``[B, C, T]``.
         mask : torch.Tensor or None
-            ``[B, 1, T]`` 0/1 valid frames (padding excluded from the mean and
-            variance, and zeroed in the output); ``None``: every frame is valid.
+            ``[B, 1, T]`` 0/1 valid frames, valid first and padding last (as
+            :class:`~modules.spex_plus.SpExPlus` builds it from the mixture
+            lengths): padding is excluded from the mean and variance and zeroed
+            in the output; ``None``: every frame is valid.
 
         Returns
         -------
@@ -100,14 +102,22 @@ class GlobalLayerNorm(_AffineChannelNorm):
             # [B, C, T] -> [B, C, T]: one group spanning all channels = statistics over C and T
             # (the fused kernel keeps only mean and 1/std for backward, unlike the explicit formula)
             return F.group_norm(x, 1, self.weight, self.bias, self.eps)
-        # [B, 1, T] -> [B, 1, 1] valid values per item
-        count = mask.sum(dim=(1, 2), keepdim=True) * x.shape[1]
-        mean = (x * mask).sum(dim=(1, 2), keepdim=True) / count
-        var = ((x - mean) * mask).pow(2).sum(dim=(1, 2), keepdim=True) / count
-        y = (x - mean) * torch.rsqrt(var + self.eps)
-        if self.weight is not None:
-            y = y * self.weight.view(1, -1, 1) + self.bias.view(1, -1, 1)
-        return y * mask
+        # The fused kernel on each item's valid frames, zero padding after them: about
+        # 6x faster forward + backward than masked elementwise statistics, which made
+        # padded training batches (most of them) 2.5x slower per step (docs/report.md 5.5).
+        num_frames = x.shape[-1]
+        lengths = mask[:, 0].sum(dim=-1).long()
+        if bool((lengths == num_frames).all()):
+            return F.group_norm(x, 1, self.weight, self.bias, self.eps)
+        # split, not indexing: the backward of x[i] allocates a whole [B, C, T] per item
+        # (an index loop, not zip: TorchScript scripts it)
+        chunks = x.split(1)
+        items = []
+        for i in range(len(chunks)):
+            length = int(lengths[i])
+            item = F.group_norm(chunks[i][:, :, :length], 1, self.weight, self.bias, self.eps)
+            items.append(F.pad(item, [0, num_frames - length]))
+        return torch.cat(items)
 
 
 class ChannelLayerNorm(_AffineChannelNorm):

@@ -56,3 +56,26 @@ def test_global_layer_norm_matches_explicit_formula():
     expected = (x - mean) / torch.sqrt(var + 1e-8) * norm.weight.view(1, -1, 1)
     expected = expected + norm.bias.view(1, -1, 1)
     assert torch.allclose(norm(x), expected, atol=1e-5)
+
+
+def test_masked_global_layer_norm_matches_masked_statistics_and_gradients():
+    """The per-item fused path computes the masked-statistics formula, gradients included."""
+    torch.manual_seed(0)
+    x = (torch.randn(3, 5, 20) * 3 + 1).requires_grad_()
+    mask = (torch.arange(20).view(1, 1, 20) < torch.tensor([20, 13, 7]).view(3, 1, 1)).float()
+    norm = GlobalLayerNorm(5)
+    with torch.no_grad():
+        norm.weight.uniform_()
+        norm.bias.uniform_()
+    count = mask.sum(dim=(1, 2), keepdim=True) * 5
+    mean = (x * mask).sum(dim=(1, 2), keepdim=True) / count
+    var = ((x - mean) * mask).pow(2).sum(dim=(1, 2), keepdim=True) / count
+    expected = ((x - mean) * torch.rsqrt(var + norm.eps) * norm.weight.view(1, -1, 1)
+                + norm.bias.view(1, -1, 1)) * mask
+    upstream = torch.randn_like(x)
+    grads_expected = torch.autograd.grad((expected * upstream).sum(), [x, norm.weight, norm.bias])
+    y = norm(x, mask)
+    grads = torch.autograd.grad((y * upstream).sum(), [x, norm.weight, norm.bias])
+    assert torch.allclose(y, expected, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(grads, grads_expected, strict=True))
+    assert torch.equal(norm(x, torch.ones(3, 1, 20)), norm(x))
