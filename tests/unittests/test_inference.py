@@ -89,6 +89,15 @@ def test_whole_chunk_equals_whole_utterance(tiny_model):
         torch.testing.assert_close(est, whole, atol=1e-5, rtol=0)
 
 
+def test_no_whole_length_limit(tiny_model):
+    """max_whole_seconds = inf (bench_inference's whole-utterance reference) runs unchunked."""
+    mix, ref = noise(20000, 3), noise(9000, 4)
+    unlimited = TargetSpeakerExtractor.from_model(tiny_model, max_whole_seconds=math.inf)
+    est, info = unlimited.extract(mix, ref, return_info=True)
+    assert not info["chunked"]
+    torch.testing.assert_close(est, TargetSpeakerExtractor.from_model(tiny_model).extract(mix, ref))
+
+
 @pytest.mark.parametrize("length", [2400, 4000, 4001, 9999, 16000])
 def test_chunked_runs_any_length(tiny_model, length):
     tse = TargetSpeakerExtractor.from_model(
