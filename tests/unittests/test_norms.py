@@ -1,5 +1,6 @@
 """Tests for modules.norms."""
 
+import pytest
 import torch
 
 from modules.norms import ChannelLayerNorm, GlobalLayerNorm
@@ -79,3 +80,13 @@ def test_masked_global_layer_norm_matches_masked_statistics_and_gradients():
     assert torch.allclose(y, expected, atol=1e-5)
     assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(grads, grads_expected, strict=True))
     assert torch.equal(norm(x, torch.ones(3, 1, 20)), norm(x))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_masked_global_layer_norm_counts_frames_exactly_in_half_precision(dtype):
+    """A half-precision mask of 3199 valid frames is 3199 frames, not 3200 (the bf16 sum)."""
+    x = torch.randn(2, 2, 3199).to(dtype)
+    mask = torch.ones(2, 1, 3199, dtype=dtype)
+    mask[1, :, 3000:] = 0
+    y = GlobalLayerNorm(2).to(dtype)(x, mask)
+    assert y.shape == x.shape and bool((y[1, :, 3000:] == 0).all())
