@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
     norm = GlobalLayerNorm(256)
     frames = int(model.encoder.num_frames(torch.tensor(3 * rate)))
     features = torch.randn(batch, 256, frames, requires_grad=True)
-    mask = (torch.arange(frames) < torch.full((batch, 1), frames)).float().unsqueeze(1)
+    mask = torch.ones(batch, 1, frames)
     mask[0, :, 2 * frames // 3:] = 0
 
     def norm_step():

@@ -306,11 +306,12 @@ class TargetSpeakerExtractor(Pretrained):
         length (the last one aligned to the end) and the embeddings averaged.
         """
         wav = self._normalise(ref)[0]
-        # a float comparison first: max_whole_seconds may be inf (no limit)
-        if wav.shape[-1] <= max(self.max_whole_seconds * self.sample_rate, self.min_ref_samples):
+        # float, not int: max_whole_seconds may be inf (no limit)
+        limit = max(self.max_whole_seconds * self.sample_rate, self.min_ref_samples)
+        if wav.shape[-1] <= limit:
             pieces = [wav]
         else:
-            limit = max(int(self.max_whole_seconds * self.sample_rate), self.min_ref_samples)
+            limit = int(limit)
             starts = list(range(0, wav.shape[-1] - limit + 1, limit))
             if starts[-1] + limit < wav.shape[-1]:
                 starts.append(wav.shape[-1] - limit)

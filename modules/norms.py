@@ -103,8 +103,8 @@ class GlobalLayerNorm(_AffineChannelNorm):
             # (the fused kernel keeps only mean and 1/std for backward, unlike the explicit formula)
             return F.group_norm(x, 1, self.weight, self.bias, self.eps)
         # The fused kernel on each item's valid frames, zero padding after them: about
-        # 6x faster forward + backward than masked elementwise statistics, which made
-        # padded training batches (most of them) 2.5x slower per step (docs/report.md 5.5).
+        # 3x faster forward + backward than masked elementwise statistics, which made
+        # padded training batches (most of them) 1.75x slower per step (bench/bench_gln.py).
         num_frames = x.shape[-1]
         # counted as integers: a bf16/fp16 sum of 3199 ones rounds to 3200
         lengths = (mask[:, 0] != 0).sum(dim=-1)
