@@ -8,7 +8,8 @@
 #
 #   [MINUTES=30] [PARALLEL=2] bash recipes/LibriMix-TSE/run_cpu_comparison.sh [SHARED_DATA] [VARIANT ...]
 #
-# VARIANT is one of the names below (default: the SpEx+ ones, in pairs); vf_*
+# VARIANT is one of the names below (default: the SpEx+ ones, in pairs);
+# native_noise adds the real noise of SHARED_DATA/noise to training mixtures; vf_*
 # variants are VoiceFilter (MODEL=voicefilter; run_voicefilter_comparison.sh runs
 # all four). DATA, RESULTS and SIZES pass through to run_cpu_experiment.sh.
 set -euo pipefail
@@ -21,6 +22,7 @@ declare -A overrides=(
   [native_dvector]="--reference_encoder native+dvector"
   [dvector_finetune]="--reference_encoder dvector_finetune"
   [native_ce0]="--reference_encoder native --ce_weight 0.0"
+  [native_noise]="--reference_encoder native --noise_folder $shared/noise"
   [vf_linear_spectral]="--scale linear --loss_type spectral"
   [vf_linear_sisnr]="--scale linear --loss_type si_snr"
   [vf_mel_spectral]="--scale mel --loss_type spectral"
