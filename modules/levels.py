@@ -165,22 +165,30 @@ def loudness(wav, sample_rate: int = SAMPLE_RATE, what: str = "signal") -> float
     return value
 
 
-def integrated_loudness(data: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
-    """Gated loudness (LUFS) of a ``[T]`` float64 signal: ``pyloudnorm``'s, about 3x faster.
+def integrated_loudness(
+    data: np.ndarray, sample_rate: int = SAMPLE_RATE, chunk_samples: int = 1 << 20
+) -> float:
+    """Gated loudness (LUFS) of a ``[T]`` signal: ``pyloudnorm``'s, about 3x faster.
 
     The arithmetic of ``pyloudnorm.Meter.integrated_loudness`` (ITU-R BS.1770-4,
     K-weighting, 400 ms blocks with 75 % overlap, -70 LUFS absolute and -10 LU
     relative gates), vectorised: the two K-weighting biquads (pyloudnorm's
     coefficients) run as one second-order-sections filter, the block energies
-    come from sums over the pieces between block edges instead of a Python loop.
-    It agrees with pyloudnorm to about 1e-9 LU (tests/unittests/test_levels.py);
-    the online mixer measures five signals per training item with it.
+    come from a running sum of squares read at the block edges instead of a
+    Python loop. The signal is filtered ``chunk_samples`` at a time (the filter
+    state carried over), so memory does not grow with its length: whole-signal
+    float64 copies made a 10-minute file cost about 220 MB here. It agrees with
+    pyloudnorm to about 1e-9 LU (tests/unittests/test_levels.py); the online
+    mixer measures five signals per training item with it.
 
     Arguments
     ---------
     data : np.ndarray
-        ``[T]`` float64 samples, at least one block long, finite.
+        ``[T]`` samples (any float dtype; computed in float64), at least one
+        block long, finite.
     sample_rate : int
+    chunk_samples : int
+        Samples filtered at a time (default about 65 s at 16 kHz).
 
     Returns
     -------
@@ -195,18 +203,26 @@ def integrated_loudness(data: np.ndarray, sample_rate: int = SAMPLE_RATE) -> flo
     True
     """
     meter, sos = _k_weighting(sample_rate)
-    weighted = scipy.signal.sosfilt(sos, data)
-    num_samples = weighted.shape[0]
+    num_samples = data.shape[0]
     block, step = meter.block_size, 1.0 - meter.overlap
     # pyloudnorm's block count and edges, computed with the same float operations
     num_blocks = int(np.round((num_samples / sample_rate - block) / (block * step))) + 1
     index = np.arange(num_blocks)
     lower = (block * (index * step) * sample_rate).astype(np.int64)
     upper = np.minimum((block * (index * step + 1) * sample_rate).astype(np.int64), num_samples)
-    # energy of each piece between consecutive edges, then of each block (a few pieces)
+    # cumulative[k]: energy of the K-weighted samples before edges[k]
     edges = np.unique(np.concatenate([lower, upper]))
-    pieces = np.add.reduceat(np.square(weighted[: edges[-1]]), edges[:-1])
-    cumulative = np.concatenate([[0.0], np.cumsum(pieces)])
+    cumulative = np.zeros(edges.shape[0])
+    state = np.zeros((sos.shape[0], 2))
+    total = 0.0
+    for start in range(0, int(edges[-1]), chunk_samples):
+        stop = min(start + chunk_samples, int(edges[-1]))
+        chunk = np.asarray(data[start:stop], dtype=np.float64)
+        weighted, state = scipy.signal.sosfilt(sos, chunk, zi=state)
+        running = np.cumsum(np.square(weighted, out=weighted))
+        inside = (edges > start) & (edges <= stop)
+        cumulative[inside] = total + running[edges[inside] - start - 1]
+        total += running[-1]
     energy = cumulative[np.searchsorted(edges, upper)] - cumulative[np.searchsorted(edges, lower)]
     mean_square = np.maximum(energy, 0.0) / (block * sample_rate)
     with np.errstate(divide="ignore"):
@@ -398,6 +414,8 @@ def _k_weighting(sample_rate: int) -> tuple[pyloudnorm.Meter, np.ndarray]:
 
 
 def _numpy(wav) -> np.ndarray:
+    """A float array view of ``wav`` where possible (no float64 copy of a long signal)."""
     if isinstance(wav, torch.Tensor):
         wav = wav.detach().cpu().numpy()
-    return np.asarray(wav, dtype=np.float64)
+    wav = np.asarray(wav)
+    return wav if np.issubdtype(wav.dtype, np.floating) else wav.astype(np.float64)

@@ -45,6 +45,15 @@ def test_integrated_loudness_is_pyloudnorm_on_real_speech(ci_tiny):
         assert abs(integrated_loudness(data, SR) - expected) < 1e-6
 
 
+def test_integrated_loudness_in_chunks_and_float32_is_the_same(ci_tiny):
+    # chunk sizes that split blocks anywhere, and float32 input (converted chunk by chunk)
+    for data in speech_signals(ci_tiny)[-4:]:
+        expected = reference(data.astype(np.float32).astype(np.float64))
+        for chunk in (997, 6400, 1 << 20):
+            assert abs(integrated_loudness(data, SR, chunk) - reference(data)) < 1e-6
+            assert abs(integrated_loudness(data.astype(np.float32), SR, chunk) - expected) < 1e-6
+
+
 def test_integrated_loudness_silence_and_gates():
     assert integrated_loudness(np.zeros(16000), SR) == -math.inf
     assert reference(np.zeros(16000)) == -math.inf
