@@ -141,6 +141,12 @@ def test_comparison_script_trains_and_evaluates_variants(ci_tiny, tmp_path):
         inference = (results / name / "train" / "model" / "inference.yaml").read_text()
         assert "VoiceFilter" in inference
     assert "| vf_mel_sisnr |" in result.stdout
+    png = tmp_path / "item.png"
+    result = run(sys.executable, "recipes/LibriMix-TSE/plot_estimates.py", results,
+                 "vf_linear_spectral", "vf_mel_sisnr", "--test_dir", data / "test",
+                 "--out", png)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert png.stat().st_size > 10_000 and "(item " in result.stdout
     result = run("bash", "recipes/LibriMix-TSE/run_voicefilter_comparison.sh", ci_tiny, "vf_x",
                  env=env)  # fmt: skip
     assert result.returncode == 2 and "unknown variant vf_x" in result.stderr
