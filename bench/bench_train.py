@@ -11,7 +11,8 @@ A case is one combination of
 
 * ``config``: ``cpu`` (the reduced model of ``run_cpu_experiment.sh``, batch
   8 x 3 s, 4 s references), ``paper`` (``SpExPlus`` defaults, batch 4 x 3 s on
-  CPU; ``--batch_size 16`` on a GPU), ``tiny`` (``tiny.yaml``, for tests);
+  CPU; ``--batch_size 16`` on a GPU), ``tiny`` (``tiny.yaml``, for tests),
+  ``vf_cpu`` (VoiceFilter at the CPU experiment's sizes, batch 8 x 3 s);
 * ``mode``: ``pipeline`` (online mixing in the loop, the loader's wait counted)
   or ``premixed`` (a few batches mixed beforehand and reused: compute only);
 * ``split``: torch threads + loader worker processes, e.g. ``1+1`` (one
@@ -84,6 +85,10 @@ CONFIGS = {
     "paper": ("spex_plus.yaml", {"batch_size": 4, "segment_seconds": 3.0,
                                  "reference_seconds": 4.0}),
     "tiny": ("tiny.yaml", {"batch_size": 2, "segment_seconds": 1.0, "reference_seconds": 2.0}),
+    # VoiceFilter at run_cpu_experiment.sh's MODEL=voicefilter sizes
+    "vf_cpu": ("voicefilter.yaml", {"conv_channels": 16, "lstm_units": 256, "fc_units": 300,
+                                    "batch_size": 8, "segment_seconds": 3.0,
+                                    "reference_seconds": 4.0}),
 }  # fmt: skip
 
 

@@ -5,6 +5,7 @@ as a subprocess, on mixtures that ``mixing/make_mixtures.py`` builds from
 ``../shared/data/ci_tiny`` (skipped with a reason where it is absent).
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -132,6 +133,22 @@ def test_tiny_training_gains_si_sdri(mixtures, tmp_path):
     for path in saved:
         wav, _ = soundfile.read(path)
         assert 0.01 < abs(wav).max() <= 0.99 + 1e-3
+
+
+def test_overfit_batches_check_fits_fixed_batches(mixtures, tmp_path):
+    """bench/overfit_batches.py: the recipe's model fits three fixed real batches."""
+    out = tmp_path / "overfit.json"
+    result = subprocess.run(
+        [sys.executable, "bench/overfit_batches.py", "--data", str(mixtures), "--config", "tiny",
+         "--steps", "30", "--every", "10", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["step"] for row in rows] == [0, 10, 20, 30]
+    assert rows[-1]["loss"] < rows[1]["loss"]
+    assert rows[-1]["si_sdri"] > rows[0]["si_sdri"] + 10.0
+    assert "SI-SDRi dB" in result.stdout
 
 
 def test_static_manifest_training(mixtures, tmp_path):
