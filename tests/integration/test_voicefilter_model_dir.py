@@ -116,6 +116,13 @@ def test_export_torchscript_and_onnx(setup):
     assert max(info["max_relative_error"].values()) < 1e-4
 
 
+def test_mask_statistics_script(setup):
+    result = run(sys.executable, "bench/voicefilter_masks.py", setup / "test", setup / "model",
+                 "--items", "2")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "FC1 fired" in result.stdout and str(setup / "model") in result.stdout
+
+
 def test_comparison_script_trains_and_evaluates_variants(ci_tiny, tmp_path):
     """run_voicefilter_comparison.sh at tiny sizes and a few seconds of training each."""
     data, corpus = tmp_path / "mixtures", f"citiny={ci_tiny / 'speech'}"
