@@ -149,9 +149,13 @@ def activation_mb(brain, batch) -> float:
 
 
 class Case:
-    """One configuration x mode x split x loudness x compile, with its own Brain."""
+    """One configuration x mode x split x loudness x compile, with its own Brain.
 
-    def __init__(self, recipe, args, config, mode, split, loudness, compiled, workdir):
+    ``extra_overrides`` (hparam: value) are applied last, on top of the configuration's.
+    """
+
+    def __init__(self, recipe, args, config, mode, split, loudness, compiled, workdir,
+                 extra_overrides=None):  # fmt: skip
         from hyperpyyaml import load_hyperpyyaml
 
         self.config, self.mode, self.split = config, mode, split
@@ -164,7 +168,7 @@ class Case:
             "data_folder": str(args.data), "output_folder": str(workdir / self.name),
             "noise_folder": str(args.noise_folder) if args.noise_folder else None,
             "num_workers": self.workers, "wandb_mode": "disabled", "precision": args.precision,
-            "seed": args.seed,
+            "seed": args.seed, **(extra_overrides or {}),
         }  # fmt: skip
         with open(RECIPE / "hparams" / hparams_name, encoding="utf-8") as stream:
             self.hparams = load_hyperpyyaml(stream, overrides)

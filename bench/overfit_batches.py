@@ -60,18 +60,17 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--out", type=Path, default=None, help="JSON report")
     args = parser.parse_args(argv)
 
-    hparams_file, overrides = bench_train.CONFIGS[args.config]
+    overrides = {}
     for item in args.set:
         key, _, value = item.partition("=")
-        overrides = {**overrides, key: yaml.safe_load(value)}
-    bench_train.CONFIGS["overfit"] = (hparams_file, overrides)
+        overrides[key] = yaml.safe_load(value)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     case_args = argparse.Namespace(batch_size=None, data=args.data, noise_folder=None,
                                    precision="fp32", seed=args.seed, device="cpu")  # fmt: skip
     with tempfile.TemporaryDirectory() as workdir:
-        case = bench_train.Case(bench_train.load_recipe(), case_args, "overfit", "premixed", "1+0",
-                                "vectorised", False, Path(workdir))  # fmt: skip
+        case = bench_train.Case(bench_train.load_recipe(), case_args, args.config, "premixed",
+                                "1+0", "vectorised", False, Path(workdir), overrides)  # fmt: skip
         batches = case._batches()
         next(batches)  # mixes the fixed batches
         model = case.brain.modules.model

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from modules.audio import load_audio
+from modules.dataio import CustomDirDataset
 from modules.inference import TargetSpeakerExtractor
 
 
@@ -26,18 +26,18 @@ def mask_stats(model_dir: Path, test_dir: Path, items: int) -> dict:
     fired = []
     hook = model.fc1.register_forward_hook(lambda module, inputs, output: fired.append(output > 0))
     means, stds = [], []
-    mixes = sorted((test_dir / "mix").glob("*-mixed.wav"))[:items]
+    test_set = CustomDirDataset(test_dir, use_targets=False)
+    count = min(items, len(test_set))
     with torch.no_grad():
-        for mix_path in mixes:
-            ref_path = test_dir / "refs" / mix_path.name.replace("-mixed.wav", "-ref.wav")
-            mix, ref = load_audio(mix_path)[0], load_audio(ref_path)[0]
-            mask = model(mix[None], ref[None], None, None)["mask"]
+        for index in range(count):
+            item = test_set[index]
+            mask = model(item["mix"][None], item["ref"][None], None, None)["mask"]
             means.append(float(mask.mean()))
             stds.append(float(mask.std()))
     hook.remove()
     # [B, N, units] per item -> units that fired on any frame of any item
     ever = torch.stack([f.flatten(0, -2).any(dim=0) for f in fired]).any(dim=0)
-    return {"model": str(model_dir), "items": len(mixes), "mask_mean": sum(means) / len(means),
+    return {"model": str(model_dir), "items": count, "mask_mean": sum(means) / len(means),
             "within_item_std": sum(stds) / len(stds), "fc1_units_fired": int(ever.sum()),
             "fc1_units": int(ever.numel())}  # fmt: skip
 

@@ -214,9 +214,9 @@ def integrated_loudness(
     edges = np.unique(np.concatenate([lower, upper]))
     cumulative = np.zeros(edges.shape[0])
     state = np.zeros((sos.shape[0], 2))
-    total = 0.0
-    for start in range(0, int(edges[-1]), chunk_samples):
-        stop = min(start + chunk_samples, int(edges[-1]))
+    total, end = 0.0, int(edges[-1])
+    for start in range(0, end, chunk_samples):
+        stop = min(start + chunk_samples, end)
         chunk = np.asarray(data[start:stop], dtype=np.float64)
         weighted, state = scipy.signal.sosfilt(sos, chunk, zi=state)
         running = np.cumsum(np.square(weighted, out=weighted))

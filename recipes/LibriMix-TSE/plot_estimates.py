@@ -16,10 +16,10 @@ import csv
 import io
 from pathlib import Path
 
-import torch
 from PIL import Image
 
 from modules.audio import load_audio
+from modules.dataio import CustomDirDataset
 from modules.plots import spectrogram_figure
 
 
@@ -44,15 +44,14 @@ def main(argv=None) -> Path:
 
     scores = {name: read_scores(args.results / name) for name in args.variants}
     item = args.item or median_item(scores[args.variants[0]])
-    waves = {
-        "mixture": load_audio(args.test_dir / "mix" / f"{item}-mixed.wav")[0],
-        "target": load_audio(args.test_dir / "targets" / f"{item}-target.wav")[0],
-    }
+    test_set = CustomDirDataset(args.test_dir)
+    triplet = test_set[test_set.ids.index(item)]
+    waves = {"mixture": triplet["mix"], "target": triplet["target"]}
     for name in args.variants:
         estimate = args.results / name / "eval_model" / "estimates" / f"{item}-est.wav"
         gain = float(scores[name][item]["si_sdri"])
         waves[f"{name}\n{gain:+.1f} dB"] = load_audio(estimate, allow_silent=True)[0]
-    figure = spectrogram_figure({k: torch.as_tensor(v) for k, v in waves.items()})
+    figure = spectrogram_figure(waves)
     figure.suptitle(f"test item {item}", fontsize=9)
     figure.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
