@@ -117,7 +117,9 @@ class GlobalLayerNorm(_AffineChannelNorm):
         for i in range(len(chunks)):
             length = int(lengths[i])
             item = F.group_norm(chunks[i][:, :, :length], 1, self.weight, self.bias, self.eps)
-            items.append(F.pad(item, [0, num_frames - length]))
+            if length < num_frames:  # F.pad copies even when it adds nothing
+                item = F.pad(item, [0, num_frames - length])
+            items.append(item)
         return torch.cat(items)
 
 
