@@ -151,6 +151,21 @@ def test_overfit_batches_check_fits_fixed_batches(mixtures, tmp_path):
     assert "SI-SDRi dB" in result.stdout
 
 
+def test_profile_step_lists_operators(mixtures):
+    """bench/profile_step.py profiles real training steps and prints operator shares."""
+    result = subprocess.run(
+        [sys.executable, "bench/profile_step.py", "--data", str(mixtures), "--config", "tiny",
+         "--threads", "1", "--steps", "1", "--top", "5"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert "per profiled step" in lines[0]
+    rows = [line for line in lines[2:] if line.startswith("aten::") or "%" in line]
+    assert len(rows) == 5
+    assert any("convolution" in line for line in rows)
+
+
 def test_static_manifest_training(mixtures, tmp_path):
     """--online_mixing False trains on train.csv through the same pipeline (here in bf16)."""
     out = tmp_path / "static"

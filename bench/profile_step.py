@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Where a training step's time goes: ``torch.profiler`` over a few recipe steps.
+
+Builds the same objects as :mod:`bench_train` (the recipe's yaml, online-mixing
+dataset and ``ExtractionBrain``), mixes a few batches beforehand (``premixed``:
+compute only), runs one untimed step, then profiles ``--steps`` training steps
+and prints the operators by self CPU time, each with its share of the total.
+The profiler slows every step (about 2x here), so read the shares, not the times.
+
+::
+
+    python bench/profile_step.py --data data/real [--config cpu] [--threads 2] [--steps 2]
+
+DATA is a ``mixing/make_mixtures.py`` output, e.g. ``make_cpu_data.sh``'s ``data/real``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_train  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--config", default="cpu", choices=sorted(bench_train.CONFIGS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--top", type=int, default=12, help="operators to print")
+    args = parser.parse_args(argv)
+    case_args = argparse.Namespace(
+        batch_size=None, data=args.data, noise_folder=None, precision="fp32", seed=1234,
+        device="cpu",
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as workdir:
+        split = f"{args.threads}+0"
+        case = bench_train.Case(bench_train.load_recipe(), case_args, args.config, "premixed",
+                                split, "vectorised", False, Path(workdir))  # fmt: skip
+        case.round(warmup=1, steps=0)
+        batches = case._batches()
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                case.brain.fit_batch(next(batches))
+            seconds = (time.perf_counter() - start) / args.steps
+    events = profiler.key_averages()
+    total = sum(event.self_cpu_time_total for event in events)
+    rows = sorted(
+        ({"op": e.key, "self_s": e.self_cpu_time_total / 1e6 / args.steps, "calls": e.count}
+         for e in events),
+        key=lambda row: -row["self_s"],
+    )[: args.top]  # fmt: skip
+    print(f"{args.config}, {args.threads} thread(s): {seconds:.2f} s per profiled step")
+    print(f"{'operator':40s} {'share':>6s} {'s/step':>7s} {'calls':>6s}")
+    for row in rows:
+        share = 100 * row["self_s"] * args.steps * 1e6 / total
+        print(f"{row['op'][:40]:40s} {share:5.1f}% {row['self_s']:7.3f} {row['calls']:6d}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
