@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """How strong the encoder's frame-rate comb is in a folder of estimates.
 
-A learned encoder/decoder with hop ``H`` samples can leave tones at multiples of
-``sample_rate / H`` (SpEx+'s short window: 16 kHz / 10 = 1.6 kHz, and its
-half, 800 Hz, from the 20-sample window) in what it outputs. This averages the
+A learned encoder/decoder can leave tones at multiples of ``sample_rate / L``
+in what it outputs, ``L`` its window in samples (SpEx+'s short window, 20
+samples at 16 kHz: multiples of 800 Hz). This averages the
 Welch power spectrum (10 Hz bins) of every wav in each folder and prints, for
 each multiple ``k * f0`` below Nyquist, how far the bin rises above the median
 of its neighbours (30-80 Hz away), in dB: about 0 dB for speech, several dB for
@@ -39,8 +39,15 @@ def comb_prominence(files: list[Path], f0: float) -> np.ndarray:
     """``[K]`` dB by which the summed spectrum at ``k * f0`` exceeds its neighbours."""
     total, sample_rate = None, None
     for path in files:
-        audio, sample_rate = sf.read(path, dtype="float64")
-        freqs, power = scipy.signal.welch(audio, sample_rate, nperseg=sample_rate // 10)
+        audio, rate = sf.read(path, dtype="float64", always_2d=True)
+        if sample_rate is None:
+            sample_rate = rate
+        if rate != sample_rate or audio.shape[1] != 1 or len(audio) < rate // 10:
+            raise ValueError(f"{path}: expected mono audio of at least 0.1 s at "
+                             f"{sample_rate} Hz, got {audio.shape[1]} channel(s), "
+                             f"{len(audio)} samples at {rate} Hz")  # fmt: skip
+        # 10 Hz bins
+        freqs, power = scipy.signal.welch(audio[:, 0], rate, nperseg=rate // 10)
         total = power if total is None else total + power
     decibels = 10 * np.log10(total + 1e-30)
     step = freqs[1] - freqs[0]
@@ -63,7 +70,10 @@ def main(argv: list[str] | None = None) -> None:
         files = sorted(folder.glob("*.wav"))
         if not files:
             raise SystemExit(f"frame_comb.py: no .wav files in {folder}")
-        values = comb_prominence(files, args.f0)
+        try:
+            values = comb_prominence(files, args.f0)
+        except ValueError as error:
+            raise SystemExit(f"frame_comb.py: {error}") from None
         per_k = " ".join(f"{v:.1f}" for v in values)
         print(f"{folder} ({len(files)} files): mean {values.mean():.2f} dB; k = 1..: {per_k}")
 

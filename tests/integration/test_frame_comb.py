@@ -37,3 +37,12 @@ def test_empty_folder_is_refused(tmp_path):
     result = _run(tmp_path)
     assert result.returncode != 0
     assert "no .wav files" in result.stderr and str(tmp_path) in result.stderr
+
+
+def test_mixed_sample_rates_are_refused(tmp_path):
+    sf.write(tmp_path / "a.wav", np.zeros(16000), 16000)
+    sf.write(tmp_path / "b.wav", np.zeros(8000), 8000)
+    result = _run(tmp_path)
+    assert result.returncode != 0
+    assert "b.wav" in result.stderr and "8000 Hz" in result.stderr
+    assert "Traceback" not in result.stderr
