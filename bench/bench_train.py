@@ -145,6 +145,13 @@ def activation_mb(brain, batch) -> float:
     return sum(storages.values()) / 2**20
 
 
+def fixed_case_args(data, seed: int = 1234) -> argparse.Namespace:
+    """What :class:`Case` reads from the command line, for a tool of its own: CPU, fp32,
+    the configuration's batch size, no noise."""
+    return argparse.Namespace(batch_size=None, data=data, noise_folder=None, precision="fp32",
+                              seed=seed, device="cpu")  # fmt: skip
+
+
 # ---- one case --------------------------------------------------------------------------------
 
 

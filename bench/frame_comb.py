@@ -28,26 +28,28 @@ True
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import scipy.signal
-import soundfile as sf
+
+from modules.audio import AudioFileError, load_audio
+from modules.cli import BadInput, run_main
 
 
 def comb_prominence(files: list[Path], f0: float) -> np.ndarray:
     """``[K]`` dB by which the summed spectrum at ``k * f0`` exceeds its neighbours."""
     total, sample_rate = None, None
     for path in files:
-        audio, rate = sf.read(path, dtype="float64", always_2d=True)
-        if sample_rate is None:
-            sample_rate = rate
-        if rate != sample_rate or audio.shape[1] != 1 or len(audio) < rate // 10:
-            raise ValueError(f"{path}: expected mono audio of at least 0.1 s at "
-                             f"{sample_rate} Hz, got {audio.shape[1]} channel(s), "
-                             f"{len(audio)} samples at {rate} Hz")  # fmt: skip
+        # the project's checked reader (mono, finite, readable), at the file's own rate
+        wav, rate, _ = load_audio(path, sample_rate=None, allow_silent=True)
+        sample_rate = sample_rate or rate
+        if rate != sample_rate or len(wav) < rate // 10:
+            expected = f"at least 0.1 s at {sample_rate} Hz like the first file"
+            raise AudioFileError(path, f"{len(wav)} samples at {rate} Hz: expected {expected}")
         # 10 Hz bins
-        freqs, power = scipy.signal.welch(audio[:, 0], rate, nperseg=rate // 10)
+        freqs, power = scipy.signal.welch(wav.double().numpy(), rate, nperseg=rate // 10)
         total = power if total is None else total + power
     decibels = 10 * np.log10(total + 1e-30)
     step = freqs[1] - freqs[0]
@@ -61,7 +63,7 @@ def comb_prominence(files: list[Path], f0: float) -> np.ndarray:
     return np.array(prominence)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path, help="folders of wav files")
     parser.add_argument("--f0", type=float, default=800.0, help="comb spacing in Hz")
@@ -69,14 +71,11 @@ def main(argv: list[str] | None = None) -> None:
     for folder in args.folders:
         files = sorted(folder.glob("*.wav"))
         if not files:
-            raise SystemExit(f"frame_comb.py: no .wav files in {folder}")
-        try:
-            values = comb_prominence(files, args.f0)
-        except ValueError as error:
-            raise SystemExit(f"frame_comb.py: {error}") from None
+            raise BadInput(f"no .wav files in {folder}")
+        values = comb_prominence(files, args.f0)
         per_k = " ".join(f"{v:.1f}" for v in values)
         print(f"{folder} ({len(files)} files): mean {values.mean():.2f} dB; k = 1..: {per_k}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

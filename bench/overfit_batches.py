@@ -66,8 +66,7 @@ def main(argv=None) -> list[dict]:
         overrides[key] = yaml.safe_load(value)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    case_args = argparse.Namespace(batch_size=None, data=args.data, noise_folder=None,
-                                   precision="fp32", seed=args.seed, device="cpu")  # fmt: skip
+    case_args = bench_train.fixed_case_args(args.data, args.seed)
     with tempfile.TemporaryDirectory() as workdir:
         case = bench_train.Case(bench_train.load_recipe(), case_args, args.config, "premixed",
                                 "1+0", "vectorised", False, Path(workdir), overrides)  # fmt: skip

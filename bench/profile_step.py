@@ -36,10 +36,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--top", type=int, default=12, help="operators to print")
     args = parser.parse_args(argv)
-    case_args = argparse.Namespace(
-        batch_size=None, data=args.data, noise_folder=None, precision="fp32", seed=1234,
-        device="cpu",
-    )  # fmt: skip
+    case_args = bench_train.fixed_case_args(args.data)
     with tempfile.TemporaryDirectory() as workdir:
         split = f"{args.threads}+0"
         case = bench_train.Case(bench_train.load_recipe(), case_args, args.config, "premixed",
@@ -53,16 +50,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
             seconds = (time.perf_counter() - start) / args.steps
     events = profiler.key_averages()
     total = sum(event.self_cpu_time_total for event in events)
-    rows = sorted(
-        ({"op": e.key, "self_s": e.self_cpu_time_total / 1e6 / args.steps, "calls": e.count}
-         for e in events),
-        key=lambda row: -row["self_s"],
-    )[: args.top]  # fmt: skip
+    rows = [
+        {"op": e.key, "share_percent": 100 * e.self_cpu_time_total / total,
+         "self_s": e.self_cpu_time_total / 1e6 / args.steps, "calls": e.count}
+        for e in sorted(events, key=lambda event: -event.self_cpu_time_total)[: args.top]
+    ]  # fmt: skip
     print(f"{args.config}, {args.threads} thread(s): {seconds:.2f} s per profiled step")
     print(f"{'operator':40s} {'share':>6s} {'s/step':>7s} {'calls':>6s}")
     for row in rows:
-        share = 100 * row["self_s"] * args.steps * 1e6 / total
-        print(f"{row['op'][:40]:40s} {share:5.1f}% {row['self_s']:7.3f} {row['calls']:6d}")
+        print(f"{row['op'][:40]:40s} {row['share_percent']:5.1f}% {row['self_s']:7.3f} "
+              f"{row['calls']:6d}")  # fmt: skip
     return rows
 
 
