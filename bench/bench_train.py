@@ -22,6 +22,12 @@ A case is one combination of
   (:func:`modules.levels.integrated_loudness`, the default) in the mixer;
 * ``compile``: ``off`` or ``on`` (SpeechBrain's ``--compile``, torch.compile).
 
+Started by ``torchrun --nproc_per_node=N`` every case is DDP over N processes
+(gloo on CPU), each with the case's threads and workers and ``1/N`` of the
+configuration's batch, so a step still trains the configuration's batch (the
+recipe syncs BatchNorm statistics across the processes: the same function as
+one process); the main process reports, audio/s counts all processes' items.
+
 Cases are measured in interleaved rounds (case A, B, C, A, B, C, ...): each
 round starts a fresh loader iterator, discards its first ``--warmup`` steps
 and times ``--steps`` more; the medians over all rounds are reported, so a
@@ -42,6 +48,8 @@ compile is among the cases), in-process loading, and prints both losses.
         --splits 1+0 2+0 --rounds 2
     python bench/bench_train.py --data DATA --configs paper --device cuda --precision bf16 \\
         --batch_size 16 --splits 1+8 --compile off on
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node=2 bench/bench_train.py \\
+        --data data/real --cases pipeline:1+0:vectorised:off     # 2 processes x 1 thread
 
 DATA is a ``mixing/make_mixtures.py`` output (``train/speakers.json``,
 ``valid.csv``), e.g. ``recipes/LibriMix-TSE/make_cpu_data.sh``'s ``data/real``.
@@ -168,6 +176,7 @@ class Case:
         self.config, self.mode, self.split = config, mode, split
         self.loudness, self.compiled = loudness, compiled
         self.threads, self.workers = (int(v) for v in split.split("+"))
+        self.processes = _world_size()
         hparams_name, overrides = CONFIGS[config]
         overrides = {
             **overrides,
@@ -179,7 +188,14 @@ class Case:
         }  # fmt: skip
         with open(RECIPE / "hparams" / hparams_name, encoding="utf-8") as stream:
             self.hparams = load_hyperpyyaml(stream, overrides)
-        self.batch_size = self.hparams["batch_size"]
+        self.batch_size = self.hparams["batch_size"]  # of all processes together
+        if self.processes > 1:
+            if self.batch_size % self.processes:
+                raise ValueError(f"batch {self.batch_size} does not split over "
+                                 f"{self.processes} processes")  # fmt: skip
+            self.hparams["train_dataloader_opts"]["batch_size"] = (
+                self.batch_size // self.processes
+            )
         self.segment_seconds = self.hparams["segment_seconds"]
         self.train_set, _ = recipe.dataio_prepare(self.hparams)
         run_opts = {"device": args.device, "precision": args.precision, "compile": compiled}
@@ -197,7 +213,8 @@ class Case:
 
     @property
     def name(self) -> str:
-        return (f"{self.config}-{self.mode}-{self.split}-{self.loudness}-"
+        ddp = f"{self.processes}x" if self.processes > 1 else ""
+        return (f"{self.config}-{self.mode}-{ddp}{self.split}-{self.loudness}-"
                 f"{'compile' if self.compiled else 'eager'}")  # fmt: skip
 
     def _loader(self, workers: int):
@@ -245,6 +262,7 @@ class Case:
         wall = statistics.median(walls)
         return {
             "case": self.name, "config": self.config, "mode": self.mode, "split": self.split,
+            "processes": self.processes,
             "torch_threads": self.threads, "loader_workers": self.workers,
             "loudness": self.loudness, "compile": self.compiled,
             "batch_size": self.batch_size, "segment_seconds": self.segment_seconds,
@@ -260,6 +278,11 @@ def _train_stage():
     import speechbrain as sb
 
     return sb.Stage.TRAIN
+
+
+def _world_size() -> int:
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return torch.distributed.get_world_size() if distributed else 1
 
 
 def _synchronize(device) -> None:
@@ -346,8 +369,15 @@ def main(argv=None) -> int:
     os.environ.setdefault("WANDB_MODE", "disabled")
     torch.set_flush_denormal(True)  # as train.py
     recipe = load_recipe()
+    import speechbrain as sb
+
+    sb.utils.distributed.ddp_init_group({"distributed_backend": "gloo"})  # no-op without torchrun
+    if _world_size() > 1 and (args.loss_steps or args.device != "cpu"):
+        print("bench_train.py: error: under torchrun only CPU cases are measured "
+              "(no --loss_steps, no --device)", file=sys.stderr)  # fmt: skip
+        return 2
     with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
+        workdir = Path(sb.utils.distributed.ddp_broadcast(tmp))  # DDP: the main process's
         cases, seen = [], set()
         combinations = itertools.product(
             args.configs, args.modes, args.splits, args.loudness, args.compile
@@ -373,6 +403,8 @@ def main(argv=None) -> int:
         check = None
         if args.loss_steps:
             check = loss_check(recipe, args, workdir, args.loss_steps, "on" in args.compile)
+    if not sb.utils.distributed.if_main_process():
+        return 0
     print(format_table(rows))
     if check:
         for name, result in check.items():

@@ -4,6 +4,9 @@
   item, per-channel affine. Used inside the TCN blocks.
 * :class:`ChannelLayerNorm` (cLN): statistics over channels of each frame,
   per-channel affine. Used after the multi-scale speech encoder.
+* :class:`ProcessGroupBatchNorm`: BatchNorm whose training statistics span all
+  DDP processes on CPU (gloo), where ``nn.SyncBatchNorm`` refuses to run;
+  :func:`convert_batchnorm` swaps it in.
 
 Example
 -------
@@ -143,3 +146,99 @@ class ChannelLayerNorm(_AffineChannelNorm):
         y = F.layer_norm(y, (self.num_channels,), self.weight, self.bias, self.eps)
         # [B, T, C] -> [B, C, T]
         return y.transpose(1, 2)
+
+
+class _SumOverProcesses(torch.autograd.Function):
+    """``all_reduce`` (sum) with its gradient: the sum of every process's gradient."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone()
+        torch.distributed.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        torch.distributed.all_reduce(grad)
+        return grad
+
+
+class ProcessGroupBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm (any ``[B, C, ...]``) whose training statistics span every DDP process.
+
+    ``nn.SyncBatchNorm`` runs on GPUs only. Two CPU processes with batch 4 each
+    must normalise like one process with batch 8, or DDP trains another model:
+    each process sums ``x`` and ``x**2`` per channel, one ``all_reduce`` adds them
+    up (its backward adds the processes' gradients up likewise), and the mean and
+    biased variance of the whole batch follow. Without an initialised
+    process group, or in eval mode, it is ``BatchNorm``. Same parameters and
+    buffers as ``nn.BatchNorm1d/2d``: checkpoints load into either.
+
+    Example
+    -------
+    >>> import torch
+    >>> plain = nn.BatchNorm1d(4)
+    >>> synced = convert_batchnorm(nn.Sequential(plain))[0]
+    >>> x = torch.randn(3, 4, 10)
+    >>> bool(torch.allclose(synced(x), nn.BatchNorm1d(4)(x), atol=1e-6))
+    True
+    """
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected a [B, C, ...] input, got {input.dim()} dimension(s)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise ``x`` ``[B, C, ...]`` with the statistics of every process's batch."""
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if not (self.training and distributed):
+            return super().forward(x)
+        self._check_input_dim(x)
+        channels = x.shape[1]
+        dims = [0, *range(2, x.dim())]
+        shape = [1, channels] + [1] * (x.dim() - 2)
+        local = torch.cat([x.sum(dims), x.pow(2).sum(dims), x.new_full((1,), x.numel() / channels)])
+        total = _SumOverProcesses.apply(local)
+        count = total[-1]
+        mean = total[:channels] / count
+        var = (total[channels:-1] / count - mean.pow(2)).clamp_min(0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = self.momentum
+                if momentum is None:  # cumulative moving average, as BatchNorm
+                    momentum = 1.0 / float(self.num_batches_tracked)
+                unbiased = var * count / (count - 1).clamp_min(1)
+                self.running_mean.lerp_(mean, momentum)
+                self.running_var.lerp_(unbiased, momentum)
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y
+
+
+def convert_batchnorm(module: nn.Module) -> nn.Module:
+    """``module`` with every ``nn.BatchNorm1d/2d/3d`` replaced by :class:`ProcessGroupBatchNorm`.
+
+    The new norms share the old ones' parameters and buffers (as
+    ``nn.SyncBatchNorm.convert_sync_batchnorm`` does).
+    """
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
+        module, (ProcessGroupBatchNorm, nn.SyncBatchNorm)
+    ):
+        converted = ProcessGroupBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine,
+            module.track_running_stats,
+        )  # fmt: skip
+        if module.affine:
+            converted.weight, converted.bias = module.weight, module.bias
+        if module.track_running_stats:
+            converted.running_mean = module.running_mean
+            converted.running_var = module.running_var
+            converted.num_batches_tracked = module.num_batches_tracked
+        converted.train(module.training)
+        return converted
+    for name, child in module.named_children():
+        module.add_module(name, convert_batchnorm(child))
+    return module

@@ -35,6 +35,7 @@ from modules.dataio import manifest_dataset
 from modules.losses import absolute_lengths
 from modules.metrics import MetricSummary, compute_metrics
 from modules.model_dir import write_model_dir
+from modules.norms import convert_batchnorm
 from modules.plots import log_examples, plot_train_log
 
 logger = logging.getLogger(__name__)
@@ -93,20 +94,31 @@ class ExtractionBrain(sb.Brain):
 
     def _wrap_distributed(self):
         # speechbrain turns every BatchNorm into SyncBatchNorm, which runs on GPUs only:
-        # on CPU (torchrun + gloo) wrap the modules in plain DDP instead.
+        # on CPU (torchrun + gloo) the BatchNorms sync through gloo instead, so that
+        # N processes x batch B train exactly as one process x batch N * B.
         if not (self.distributed_launch and torch.device(self.device).type == "cpu"):
             return super()._wrap_distributed()
         for name, module in self.modules.items():
             if any(p.requires_grad for p in module.parameters()):
                 self.modules[name] = DistributedDataParallel(
-                    module, find_unused_parameters=self.find_unused_parameters
+                    convert_batchnorm(module), find_unused_parameters=self.find_unused_parameters
                 )
+
+    def _train_loader_specifics(self, dataset, loader_kwargs):
+        # speechbrain's DDP sampler shuffles unless `hparams.sorting` says otherwise:
+        # make the loader's `shuffle` decide under DDP as it does in one process.
+        self.hparams.sorting = "random" if loader_kwargs.get("shuffle") else "index"
+        return super()._train_loader_specifics(dataset, loader_kwargs)
 
     @property
     def _optimizer_step_limit_exceeded(self):
         # speechbrain ends the epoch (then validates, checkpoints and stops) when this
         # is true: a wall-clock budget makes variants comparable at equal training time.
-        return super()._optimizer_step_limit_exceeded or self.hparams.train_budget.exhausted()
+        # Under DDP every process asks before each batch and their clocks disagree near
+        # the end: all follow the main process (one that stepped alone would wait
+        # forever for the others' gradients).
+        exhausted = sb.utils.distributed.ddp_broadcast(self.hparams.train_budget.exhausted())
+        return super()._optimizer_step_limit_exceeded or exhausted
 
     def on_stage_start(self, stage, epoch=None):
         self.redraws = 0
@@ -117,10 +129,14 @@ class ExtractionBrain(sb.Brain):
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
         if stage == sb.Stage.TRAIN:
+            # Under DDP each process trained on its share of the batches: log them all.
+            loss, nonfinite, redraws = _sum_over_processes(
+                [stage_loss, self.nonfinite_count, self.redraws]
+            ).tolist()
             self.train_stats = {
-                "loss": stage_loss,
-                "nonfinite_steps": self.nonfinite_count,
-                "silent_crop_redraws": self.redraws,
+                "loss": loss / _world_size(),
+                "nonfinite_steps": int(nonfinite),
+                "silent_crop_redraws": int(redraws),
             }
             return
         stats = {"loss": stage_loss, **self.valid_summary.means()}
@@ -157,6 +173,19 @@ class ExtractionBrain(sb.Brain):
                 {"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
             )
             self.test_stats = stats
+
+
+def _world_size() -> int:
+    """Number of DDP processes (1 without DDP)."""
+    if sb.utils.distributed.is_distributed_initialized():
+        return torch.distributed.get_world_size()
+    return 1
+
+
+def _sum_over_processes(values: list[float]) -> torch.Tensor:
+    """``values`` summed over the DDP processes (as they are without DDP)."""
+    total = torch.tensor(values, dtype=torch.float64)
+    return sb.utils.distributed.ddp_all_reduce(total, torch.distributed.ReduceOp.SUM)
 
 
 def dataio_prepare(hparams):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import soundfile
+import torch
 import yaml
 
 from modules.plots import parse_train_log
@@ -206,20 +207,61 @@ def test_resume_after_kill_continues_the_step_count(mixtures, tmp_path):
     assert epochs == [1.0, 2.0]
 
 
-def test_ddp_two_processes_on_cpu(mixtures, tmp_path):
-    out = tmp_path / "ddp"
+def run_ddp_training(mixtures, output_folder, *overrides, timeout=HANG_GUARD_S):
+    """train.py as two DDP processes (torchrun, gloo), one compute thread each."""
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-        "--master_port", "29517",
-        *train_command(mixtures, out, "--number_of_epochs", "1",
-                       "--online_items_per_epoch", "32")[1:],
-        "--distributed_backend=gloo",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        *train_command(mixtures, output_folder, *overrides)[1:], "--distributed_backend=gloo",
     ]  # fmt: skip
     result = subprocess.run(
         command, cwd=REPO, env={**env(), "OMP_NUM_THREADS": "1"},
-        capture_output=True, text=True, timeout=HANG_GUARD_S,
+        capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    # 32 items split over 2 processes, batch 8: 2 optimizer steps each.
-    assert brain_state(out)["optimizer_step"] == 2
+
+
+def model_parameters(output_folder):
+    return torch.load(Path(output_folder) / "model" / "model.ckpt", map_location="cpu")
+
+
+def test_ddp_two_processes_train_as_one(mixtures, tmp_path):
+    """Two processes x 4 items train as one process x 8 items, to rounding.
+
+    With ``--shuffle False`` step k of both runs sees the same 8 online mixtures
+    (DDP gives process r the items r, r + 2, ...) and the speaker encoder's
+    BatchNorm takes its statistics over all 8, so the two models, the logged
+    training loss (every process's batches) and the validation scores agree.
+    """
+    common = ("--number_of_epochs", "1", "--online_items_per_epoch", "32", "--shuffle", "False",
+              "--lr", "0.002")  # fmt: skip
+    run_training(mixtures, tmp_path / "one", *common, "--batch_size", "8")
+    run_ddp_training(mixtures, tmp_path / "ddp", *common, "--batch_size", "4")
+    # 32 items, 8 per step in both runs: 4 optimizer steps.
+    assert brain_state(tmp_path / "ddp")["optimizer_step"] == 4
+    one, ddp = (parse_train_log(tmp_path / run / "train_log.txt") for run in ("one", "ddp"))
+    for key in ("train loss", "valid loss", "valid si_sdr"):
+        assert one[key] == pytest.approx(ddp[key], rel=1e-2, abs=1e-3), key  # logged to 3 digits
+    # Adam's first steps move each weight by about lr * sign(gradient): rounding flips
+    # the sign of a few near-zero gradients (measured: 1 % of the weights differ by
+    # > 1e-4; with per-process BatchNorm statistics 94 % did, and valid SI-SDR was 1 dB off).
+    one, ddp = model_parameters(tmp_path / "one"), model_parameters(tmp_path / "ddp")
+    difference = torch.cat([(one[name] - ddp[name]).flatten() for name in one
+                            if one[name].is_floating_point()])  # fmt: skip
+    assert (difference.abs() <= 1e-4).float().mean() > 0.97
+
+
+def test_ddp_stops_together_on_the_time_budget(mixtures, tmp_path):
+    """A wall-clock budget ends DDP training mid-epoch on every process at the same step.
+
+    Each process keeps its own clock, started a few milliseconds apart; all follow
+    the main process's decision, since one that stepped alone would wait for the
+    others' gradients forever. (That race is rare at this skew: without the shared
+    decision this test passed 3 times out of 3; it checks the budget stop end to end.)
+    """
+    out = tmp_path / "ddp"
+    run_ddp_training(
+        mixtures, out, "--number_of_epochs", "1", "--online_items_per_epoch", "4000",
+        "--max_train_minutes", "0.3", timeout=600,
+    )  # fmt: skip
+    assert 0 < brain_state(out)["optimizer_step"] < 250  # stopped by the budget
     assert (out / "model" / "model.ckpt").exists()

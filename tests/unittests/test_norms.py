@@ -1,9 +1,13 @@
 """Tests for modules.norms."""
 
+import socket
+
 import pytest
 import torch
+import torch.multiprocessing as mp
+from torch import nn
 
-from modules.norms import ChannelLayerNorm, GlobalLayerNorm
+from modules.norms import ChannelLayerNorm, GlobalLayerNorm, convert_batchnorm
 
 
 def test_global_layer_norm_statistics_over_channels_and_time():
@@ -90,3 +94,55 @@ def test_masked_global_layer_norm_counts_frames_exactly_in_half_precision(dtype)
     mask[1, :, 3000:] = 0
     y = GlobalLayerNorm(2).to(dtype)(x, mask)
     assert y.shape == x.shape and bool((y[1, :, 3000:] == 0).all())
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _half_batch_norm(rank, port, x, upstream, results):
+    """One of two gloo processes: a converted BatchNorm2d on its half of the batch."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2
+    )
+    torch.set_num_threads(1)
+    norm = convert_batchnorm(nn.Sequential(nn.BatchNorm2d(3)))[0]
+    half = slice(rank * 2, rank * 2 + 2)
+    part = x[half].clone().requires_grad_()
+    (norm(part) * upstream[half]).sum().backward()
+    results[rank] = (part.grad, norm.weight.grad, norm.bias.grad,
+                     norm.running_mean.clone(), norm.running_var.clone())  # fmt: skip
+    torch.distributed.destroy_process_group()
+
+
+def test_process_group_batch_norm_on_two_processes_is_batch_norm_on_the_whole_batch():
+    """Two gloo processes x 2 items: input gradients, parameter gradients (summed over
+    processes; DDP then averages them) and running statistics of BatchNorm on 4 items."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 5, 6) * 3 + 1
+    upstream = torch.randn(4, 3, 5, 6)
+    results = mp.Manager().dict()
+    mp.spawn(_half_batch_norm, args=(_free_port(), x, upstream, results), nprocs=2)
+    reference = nn.BatchNorm2d(3)
+    whole = x.clone().requires_grad_()
+    (reference(whole) * upstream).sum().backward()
+    grad_x = torch.cat([results[0][0], results[1][0]])
+    assert torch.allclose(grad_x, whole.grad, atol=1e-5)
+    assert torch.allclose(results[0][1] + results[1][1], reference.weight.grad, atol=1e-4)
+    assert torch.allclose(results[0][2] + results[1][2], reference.bias.grad, atol=1e-4)
+    for rank in (0, 1):
+        assert torch.allclose(results[rank][3], reference.running_mean, atol=1e-6)
+        assert torch.allclose(results[rank][4], reference.running_var, atol=1e-5)
+
+
+def test_convert_batchnorm_shares_state_and_keeps_checkpoint_keys():
+    model = nn.Sequential(nn.Conv1d(2, 4, 1), nn.BatchNorm1d(4), nn.Sequential(nn.BatchNorm1d(4)))
+    keys = list(model.state_dict())
+    weight = model[1].weight
+    converted = convert_batchnorm(model)
+    assert type(converted[1]).__name__ == "ProcessGroupBatchNorm"
+    assert type(converted[2][0]).__name__ == "ProcessGroupBatchNorm"
+    assert converted[1].weight is weight
+    assert list(converted.state_dict()) == keys
