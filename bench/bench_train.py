@@ -75,6 +75,7 @@ import numpy as np
 import torch
 
 from modules import levels
+from modules.training import world_size
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RECIPE = REPO_ROOT / "recipes" / "LibriMix-TSE"
@@ -176,7 +177,7 @@ class Case:
         self.config, self.mode, self.split = config, mode, split
         self.loudness, self.compiled = loudness, compiled
         self.threads, self.workers = (int(v) for v in split.split("+"))
-        self.processes = _world_size()
+        self.processes = world_size()
         hparams_name, overrides = CONFIGS[config]
         overrides = {
             **overrides,
@@ -280,11 +281,6 @@ def _train_stage():
     return sb.Stage.TRAIN
 
 
-def _world_size() -> int:
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    return torch.distributed.get_world_size() if distributed else 1
-
-
 def _synchronize(device) -> None:
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
@@ -372,7 +368,7 @@ def main(argv=None) -> int:
     import speechbrain as sb
 
     sb.utils.distributed.ddp_init_group({"distributed_backend": "gloo"})  # no-op without torchrun
-    if _world_size() > 1 and (args.loss_steps or args.device != "cpu"):
+    if world_size() > 1 and (args.loss_steps or args.device != "cpu"):
         print("bench_train.py: error: under torchrun only CPU cases are measured "
               "(no --loss_steps, no --device)", file=sys.stderr)  # fmt: skip
         return 2

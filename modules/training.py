@@ -3,6 +3,8 @@
 :class:`TrainBudget` is a wall-clock training budget that survives a resume:
 the recipe stops (after validating and checkpointing) once it is spent, so
 variants can be compared at equal training time on the same machine.
+:func:`world_size` and :func:`sum_over_processes` are DDP's process count and
+sum, and what they are without DDP (1, the values themselves).
 
 Example
 -------
@@ -11,13 +13,27 @@ Example
 False
 >>> TrainBudget(minutes=0.0).exhausted()
 True
+>>> world_size(), sum_over_processes([2.0, 3.0]).tolist()
+(1, [2.0, 3.0])
 """
 
 from __future__ import annotations
 
 import time
 
+import torch
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
+from speechbrain.utils.distributed import ddp_all_reduce, is_distributed_initialized
+
+
+def world_size() -> int:
+    """Number of DDP processes (1 without DDP)."""
+    return torch.distributed.get_world_size() if is_distributed_initialized() else 1
+
+
+def sum_over_processes(values: list[float]) -> torch.Tensor:
+    """``values`` as a float64 tensor, summed over the DDP processes."""
+    return ddp_all_reduce(torch.tensor(values, dtype=torch.float64), torch.distributed.ReduceOp.SUM)
 
 
 @register_checkpoint_hooks

@@ -37,6 +37,7 @@ from modules.metrics import MetricSummary, compute_metrics
 from modules.model_dir import write_model_dir
 from modules.norms import convert_batchnorm
 from modules.plots import log_examples, plot_train_log
+from modules.training import sum_over_processes, world_size
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class ExtractionBrain(sb.Brain):
     def _wrap_distributed(self):
         # speechbrain turns every BatchNorm into SyncBatchNorm, which runs on GPUs only:
         # on CPU (torchrun + gloo) the BatchNorms sync through gloo instead, so that
-        # N processes x batch B train exactly as one process x batch N * B.
+        # N processes x batch B train as one process x batch N * B (to rounding).
         if not (self.distributed_launch and torch.device(self.device).type == "cpu"):
             return super()._wrap_distributed()
         for name, module in self.modules.items():
@@ -130,11 +131,11 @@ class ExtractionBrain(sb.Brain):
     def on_stage_end(self, stage, stage_loss, epoch=None):
         if stage == sb.Stage.TRAIN:
             # Under DDP each process trained on its share of the batches: log them all.
-            loss, nonfinite, redraws = _sum_over_processes(
+            loss, nonfinite, redraws = sum_over_processes(
                 [stage_loss, self.nonfinite_count, self.redraws]
             ).tolist()
             self.train_stats = {
-                "loss": loss / _world_size(),
+                "loss": loss / world_size(),
                 "nonfinite_steps": int(nonfinite),
                 "silent_crop_redraws": int(redraws),
             }
@@ -173,19 +174,6 @@ class ExtractionBrain(sb.Brain):
                 {"Epoch loaded": self.hparams.epoch_counter.current}, test_stats=stats
             )
             self.test_stats = stats
-
-
-def _world_size() -> int:
-    """Number of DDP processes (1 without DDP)."""
-    if sb.utils.distributed.is_distributed_initialized():
-        return torch.distributed.get_world_size()
-    return 1
-
-
-def _sum_over_processes(values: list[float]) -> torch.Tensor:
-    """``values`` summed over the DDP processes (as they are without DDP)."""
-    total = torch.tensor(values, dtype=torch.float64)
-    return sb.utils.distributed.ddp_all_reduce(total, torch.distributed.ReduceOp.SUM)
 
 
 def dataio_prepare(hparams):

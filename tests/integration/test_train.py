@@ -167,6 +167,26 @@ def test_profile_step_lists_operators(mixtures):
     assert any("convolution" in line for line in rows)
 
 
+def test_bench_processes_compares_one_and_two_processes(mixtures, tmp_path):
+    """bench/bench_processes.sh: bench_train.py in one process and under torchrun (DDP)."""
+    result = subprocess.run(
+        ["bash", "bench/bench_processes.sh", str(mixtures), str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={**env(), "CONFIG": "tiny", "ALTERNATIONS": "1", "STEPS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = result.stdout[result.stdout.rindex("case "):].strip().splitlines()[1:]  # the last
+    assert [line.split()[0] for line in table] == [
+        "tiny-pipeline-1+1-vectorised-eager", "tiny-pipeline-2+0-vectorised-eager",
+        "tiny-premixed-2+0-vectorised-eager", "tiny-pipeline-2x1+0-vectorised-eager",
+        "tiny-premixed-2x1+0-vectorised-eager",
+    ]  # fmt: skip
+    two = json.loads((tmp_path / "two_processes_1.json").read_text())["results"]
+    # Each process trains half of tiny's batch of 2; audio/s counts both processes' items.
+    assert [(row["processes"], row["batch_size"]) for row in two] == [(2, 2), (2, 2)]
+    assert all(float(line.split()[2]) > 0 for line in table)
+
+
 def test_static_manifest_training(mixtures, tmp_path):
     """--online_mixing False trains on train.csv through the same pipeline (here in bf16)."""
     out = tmp_path / "static"
