@@ -198,6 +198,8 @@ class ProcessGroupBatchNorm(nn.modules.batchnorm._BatchNorm):
         channels = x.shape[1]
         dims = [0, *range(2, x.dim())]
         shape = [1, channels] + [1] * (x.dim() - 2)
+        # float32 statistics and arithmetic, as BatchNorm keeps them under bf16/fp16 autocast
+        dtype, x = x.dtype, x.float()
         local = torch.cat([x.sum(dims), x.pow(2).sum(dims), x.new_full((1,), x.numel() / channels)])
         total = _SumOverProcesses.apply(local)
         count = total[-1]
@@ -210,12 +212,12 @@ class ProcessGroupBatchNorm(nn.modules.batchnorm._BatchNorm):
                 if momentum is None:  # cumulative moving average, as BatchNorm
                     momentum = 1.0 / float(self.num_batches_tracked)
                 unbiased = var * count / (count - 1).clamp_min(1)
-                self.running_mean.lerp_(mean, momentum)
-                self.running_var.lerp_(unbiased, momentum)
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
         y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
-        return y
+        return y.to(dtype)
 
 
 def convert_batchnorm(module: nn.Module) -> nn.Module:

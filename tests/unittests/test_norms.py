@@ -112,14 +112,17 @@ def _half_batch_norm(rank, port, x, upstream, results):
     half = slice(rank * 2, rank * 2 + 2)
     part = x[half].clone().requires_grad_()
     (norm(part) * upstream[half]).sum().backward()
-    results[rank] = (part.grad, norm.weight.grad, norm.bias.grad,
-                     norm.running_mean.clone(), norm.running_var.clone())  # fmt: skip
+    running = (norm.running_mean.clone(), norm.running_var.clone())
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as --precision bf16 trains
+        low = norm(x[half].to(torch.bfloat16))
+    results[rank] = (part.grad, norm.weight.grad, norm.bias.grad, *running, low.detach())
     torch.distributed.destroy_process_group()
 
 
 def test_process_group_batch_norm_on_two_processes_is_batch_norm_on_the_whole_batch():
     """Two gloo processes x 2 items: input gradients, parameter gradients (summed over
-    processes; DDP then averages them) and running statistics of BatchNorm on 4 items."""
+    processes; DDP then averages them), running statistics and bf16-autocast outputs
+    of BatchNorm on 4 items."""
     torch.manual_seed(0)
     x = torch.randn(4, 3, 5, 6) * 3 + 1
     upstream = torch.randn(4, 3, 5, 6)
@@ -135,6 +138,11 @@ def test_process_group_batch_norm_on_two_processes_is_batch_norm_on_the_whole_ba
     for rank in (0, 1):
         assert torch.allclose(results[rank][3], reference.running_mean, atol=1e-6)
         assert torch.allclose(results[rank][4], reference.running_var, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = reference(x.to(torch.bfloat16))
+    synced_low = torch.cat([results[0][5], results[1][5]])
+    assert synced_low.dtype == low.dtype == torch.bfloat16
+    assert torch.allclose(synced_low.float(), low.float(), atol=0.05)
 
 
 def test_convert_batchnorm_shares_state_and_keeps_checkpoint_keys():
