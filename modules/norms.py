@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from speechbrain.utils.distributed import is_distributed_initialized
 from torch import nn
 
 
@@ -191,8 +192,7 @@ class ProcessGroupBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise ``x`` ``[B, C, ...]`` with the statistics of every process's batch."""
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        if not (self.training and distributed):
+        if not (self.training and is_distributed_initialized()):
             return super().forward(x)
         self._check_input_dim(x)
         channels = x.shape[1]
