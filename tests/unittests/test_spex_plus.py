@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from modules.spex_plus import MultiScaleEncoder, SpeakerEncoder, SpExPlus, count_parameters
+from modules.spex_plus import (
+    MultiScaleEncoder,
+    OverlapAddDecoder,
+    SpeakerEncoder,
+    SpExPlus,
+    count_parameters,
+)
 
 TINY = dict(
     n_filters=8,
@@ -237,3 +243,24 @@ def test_reference_encoder_choices(choice, condition_dim, has_classifier):
 def test_unknown_reference_encoder_is_refused():
     with pytest.raises(ValueError, match="reference_encoder must be one of"):
         SpExPlus(**TINY, reference_encoder="ecapa")
+
+
+@pytest.mark.parametrize("kernel_size, stride", [(40, 20), (320, 20), (7, 3)])
+def test_overlap_add_decoder_is_the_transposed_convolution(kernel_size, stride):
+    """Same outputs and gradients (frames and weights) as nn.ConvTranspose1d, same keys."""
+    torch.manual_seed(0)
+    decoder = OverlapAddDecoder(16, kernel_size, stride)
+    layer = torch.nn.ConvTranspose1d(16, 1, kernel_size, stride=stride, bias=False)
+    layer.load_state_dict(decoder.state_dict())
+    frames = torch.randn(3, 16, 50, requires_grad=True)
+    outputs, grads = [], []
+    for module in (decoder, layer):
+        out = module(frames)
+        out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
+        outputs.append(out.detach())
+        grads.append((frames.grad.clone(), module.weight.grad.clone()))
+        frames.grad = None
+    assert outputs[0].shape == outputs[1].shape == (3, 1, 49 * stride + kernel_size)
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
+    for ours, theirs in zip(grads[0], grads[1], strict=True):
+        assert torch.allclose(ours, theirs, atol=1e-4)
