@@ -2,8 +2,10 @@
 # Training throughput on 2 cores: one process with two compute threads (and the
 # older split, one thread plus one loader process) against DDP over two
 # one-thread processes, each with half the batch (bench/bench_train.py under
-# torchrun). The layouts cannot share one process, so the invocations alternate
-# (A, B, A, B, ...) and the table gives each case's median over all of them.
+# torchrun), each eager and with the TCN blocks compiled (`--compile`, cases
+# ending in :on; the untimed warm-up steps compile). The layouts cannot share
+# one process, so the invocations alternate (A, B, A, B, ...) and the table
+# gives each case's median over all of them.
 #
 #   [ALTERNATIONS=2] [CONFIG=cpu] bash bench/bench_processes.sh [DATA] [OUT_DIR]
 #
@@ -16,13 +18,16 @@ out=${2:-results/bench/processes}
 config=${CONFIG:-cpu}
 mkdir -p "$out"
 export WANDB_MODE=disabled
-common=(--data "$data" --configs "$config" --rounds 1 --steps "${STEPS:-3}")
+# 3 warm-up steps: compiling meets padded and unpadded batches (two graphs per block)
+common=(--data "$data" --configs "$config" --rounds 1 --warmup 3 --steps "${STEPS:-3}")
 for i in $(seq "${ALTERNATIONS:-2}"); do
   python bench/bench_train.py "${common[@]}" --out "$out/one_process_$i.json" \
-      --cases pipeline:1+1:vectorised:off pipeline:2+0:vectorised:off premixed:2+0:vectorised:off
+      --cases pipeline:1+1:vectorised:off pipeline:2+0:vectorised:off premixed:2+0:vectorised:off \
+              pipeline:2+0:vectorised:on
   OMP_NUM_THREADS=1 python -m torch.distributed.run --standalone --nproc_per_node=2 \
       bench/bench_train.py "${common[@]}" --out "$out/two_processes_$i.json" \
-      --cases pipeline:1+0:vectorised:off premixed:1+0:vectorised:off
+      --cases pipeline:1+0:vectorised:off premixed:1+0:vectorised:off \
+              pipeline:1+0:vectorised:on premixed:1+0:vectorised:on
 done
 python - "$out" <<'EOF'
 import json, statistics, sys

@@ -398,7 +398,8 @@ def main(argv=None) -> int:
         rows = [case.summary() for case in cases]
         check = None
         if args.loss_steps:
-            check = loss_check(recipe, args, workdir, args.loss_steps, "on" in args.compile)
+            compiled = any(case.compiled for case in cases)
+            check = loss_check(recipe, args, workdir, args.loss_steps, compiled)
     if not sb.utils.distributed.if_main_process():
         return 0
     print(format_table(rows))

@@ -114,8 +114,7 @@ if [ ! -f "$out/train/model/inference.yaml" ]; then
       "${sizes[@]}" --batch_size "$batch" --segment_seconds 3.0 --reference_seconds 4.0 \
       --online_items_per_epoch "$(( batch * 250 ))" --num_workers "$workers" \
       --valid_pesq_items 20 --number_of_epochs 1000 --max_train_minutes "$minutes" \
-      --wandb_mode disabled --device "$device" --precision "$precision" --compile "$compile" \
-      --compile_using_dynamic_shape_tracing True
+      --wandb_mode disabled --device "$device" --precision "$precision" --compile "$compile"
 fi
 $py evaluate.py hparams/test.yaml --test_dir "$data/test" --model_dir "$out/train/model" \
     --output_folder "$out/eval" --device "$device"

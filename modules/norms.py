@@ -106,6 +106,9 @@ class GlobalLayerNorm(_AffineChannelNorm):
             # [B, C, T] -> [B, C, T]: one group spanning all channels = statistics over C and T
             # (the fused kernel keeps only mean and 1/std for backward, unlike the explicit formula)
             return F.group_norm(x, 1, self.weight, self.bias, self.eps)
+        if not torch.jit.is_scripting():  # (TorchScript skips this block)
+            if torch.compiler.is_compiling():
+                return self._masked(x, mask)
         # The fused kernel on each item's valid frames, zero padding after them: about
         # 3x faster forward + backward than masked elementwise statistics, which made
         # padded training batches (most of them) 1.75x slower per step (bench/bench_gln.py).
@@ -125,6 +128,18 @@ class GlobalLayerNorm(_AffineChannelNorm):
                 item = F.pad(item, [0, num_frames - length])
             items.append(item)
         return torch.cat(items)
+
+    def _masked(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The statistics over valid frames as masked sums: few fused loops once compiled."""
+        # [B, 1, T] -> [B, 1, 1] valid values per item
+        count = mask.sum(dim=(1, 2), keepdim=True) * x.shape[1]
+        mean = (x * mask).sum(dim=(1, 2), keepdim=True) / count
+        centered = (x - mean) * mask
+        variance = centered.square().sum(dim=(1, 2), keepdim=True) / count
+        y = centered * torch.rsqrt(variance + self.eps)
+        if self.weight is not None:
+            y = y * self.weight.unsqueeze(-1) + self.bias.unsqueeze(-1)
+        return y * mask
 
 
 class ChannelLayerNorm(_AffineChannelNorm):

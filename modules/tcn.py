@@ -20,6 +20,8 @@ torch.Size([2, 16, 50])
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -91,6 +93,8 @@ class TCNBlock(nn.Module):
         self.depthwise_act = nn.PReLU()
         self.depthwise_norm = GlobalLayerNorm(hidden_channels)
         self.out_conv = nn.Conv1d(hidden_channels, in_channels, 1)
+        #: Training steps run through ``torch.compile`` (set by :func:`compile_training`).
+        self.compiled_training = False
 
     def forward(
         self, x: torch.Tensor, emb: torch.Tensor | None = None, mask: torch.Tensor | None = None
@@ -114,6 +118,14 @@ class TCNBlock(nn.Module):
         torch.Tensor
             ``[B, in_channels, T]``.
         """
+        if not torch.jit.is_scripting():  # (TorchScript skips this block)
+            if self.compiled_training and self.training and torch.is_grad_enabled():
+                return _compiled_forward()(self, x, emb, mask)
+        return self._forward(x, emb, mask)
+
+    def _forward(
+        self, x: torch.Tensor, emb: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         y = x
         if self.embedding_dim > 0:
             if emb is None:
@@ -124,13 +136,72 @@ class TCNBlock(nn.Module):
             y = torch.cat([x, tiled], dim=1)
         # [B, C (+ D), T] -> [B, H, T]
         y = self.in_norm(self.in_act(self.in_conv(y)), mask)
+        # [B, H, T] -> [B, H, T]
+        y = self.depthwise_norm(self.depthwise_act(self._depthwise(y)), mask)
+        # [B, H, T] -> [B, C, T]
+        return x + self.out_conv(y)
+
+    def _depthwise(self, y: torch.Tensor) -> torch.Tensor:
+        """The depthwise convolution with "same" padding, ``[B, H, T] -> [B, H, T]``."""
+        if not torch.jit.is_scripting():  # (TorchScript skips this block)
+            if torch.compiler.is_compiling():
+                return self._depthwise_as_shifted_products(y)
         if self.pad_left != self.pad_right:
             # [B, H, T] -> [B, H, T + d * (P - 1)]
             y = F.pad(y, (self.pad_left, self.pad_right))
-        # [B, H, T (+ pad)] -> [B, H, T]
-        y = self.depthwise_norm(self.depthwise_act(self.depthwise_conv(y)), mask)
-        # [B, H, T] -> [B, C, T]
-        return x + self.out_conv(y)
+        return self.depthwise_conv(y)
+
+    def _depthwise_as_shifted_products(self, y: torch.Tensor) -> torch.Tensor:
+        """:meth:`_depthwise` as a sum of ``P`` shifted, channel-scaled copies of ``y``.
+
+        What the compiler traces: it fuses these products with the PReLU and gLN
+        around them, while oneDNN's dilated depthwise kernel (eager's fastest)
+        takes 3x its forward time in backward.
+        """
+        num_frames = y.shape[-1]
+        # [B, H, T] -> [B, H, T + d * (P - 1)]
+        padded = F.pad(y, (self.pad_left, self.pad_right))
+        # [H, 1, P]
+        weight = self.depthwise_conv.weight
+        out = self.depthwise_conv.bias.unsqueeze(-1)
+        for tap in range(self.kernel_size):
+            start = tap * self.dilation
+            # [B, H, T] * [H, 1]
+            out = out + padded[..., start : start + num_frames] * weight[:, :, tap]
+        return out
+
+
+@functools.cache
+def _compiled_forward():
+    # one compiled function for all blocks: dynamo specialises it per block layout
+    # (dilation, conditioning, mask or none), fixed shapes as in training
+    return torch.compile(TCNBlock._forward, dynamic=False)
+
+
+def compile_training(model: nn.Module) -> int:
+    """Compile the training forward and backward of every :class:`TCNBlock` of ``model``.
+
+    ``torch.compile`` fuses each block's PReLUs, gLNs, depthwise convolution and
+    residual into a few loops (the 1x1 convolutions stay library GEMMs): on 2 CPU
+    cores a training step of the reduced configuration takes about 0.7x the eager
+    time (``bench/bench_train.py``). Evaluation and inference stay eager: their
+    lengths vary, and each new length would compile again. The first training
+    steps compile (about a minute on 2 cores; cached on disk by TorchInductor).
+
+    Returns the number of blocks switched.
+
+    Example
+    -------
+    >>> stack = TCNStack(4, 8, num_blocks=2)
+    >>> compile_training(stack)
+    2
+    """
+    blocks = [module for module in model.modules() if isinstance(module, TCNBlock)]
+    # one compiled graph per dilation, conditioning and mask layout
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    for block in blocks:
+        block.compiled_training = True
+    return len(blocks)
 
 
 class TCNStack(nn.Module):

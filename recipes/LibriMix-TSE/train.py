@@ -93,6 +93,16 @@ class ExtractionBrain(sb.Brain):
                 }
             self.valid_items_scored += 1
 
+    def _compile(self):
+        # --compile: SpEx+ compiles its TCN blocks' training steps only (fixed shapes;
+        # whole-model compilation with dynamic shapes did not finish in 15 minutes on
+        # 2 CPU cores); a model without fixed-shape parts is compiled whole by speechbrain.
+        if self.compile and self.compile_module_keys is None and not self.jit:
+            if self.modules.model.compile_training():
+                logger.info("torch.compile: the model's training steps of fixed shape")
+                return
+        super()._compile()
+
     def _wrap_distributed(self):
         # speechbrain turns every BatchNorm into SyncBatchNorm, which runs on GPUs only:
         # on CPU (torchrun + gloo) the BatchNorms sync through gloo instead, so that

@@ -168,7 +168,8 @@ def test_profile_step_lists_operators(mixtures):
 
 
 def test_bench_processes_compares_one_and_two_processes(mixtures, tmp_path):
-    """bench/bench_processes.sh: bench_train.py in one process and under torchrun (DDP)."""
+    """bench/bench_processes.sh: bench_train.py in one process and under torchrun (DDP),
+    eager and compiled."""
     result = subprocess.run(
         ["bash", "bench/bench_processes.sh", str(mixtures), str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=600,
@@ -178,12 +179,13 @@ def test_bench_processes_compares_one_and_two_processes(mixtures, tmp_path):
     table = result.stdout[result.stdout.rindex("case "):].strip().splitlines()[1:]  # the last
     assert [line.split()[0] for line in table] == [
         "tiny-pipeline-1+1-vectorised-eager", "tiny-pipeline-2+0-vectorised-eager",
-        "tiny-premixed-2+0-vectorised-eager", "tiny-pipeline-2x1+0-vectorised-eager",
-        "tiny-premixed-2x1+0-vectorised-eager",
+        "tiny-premixed-2+0-vectorised-eager", "tiny-pipeline-2+0-vectorised-compile",
+        "tiny-pipeline-2x1+0-vectorised-eager", "tiny-premixed-2x1+0-vectorised-eager",
+        "tiny-pipeline-2x1+0-vectorised-compile", "tiny-premixed-2x1+0-vectorised-compile",
     ]  # fmt: skip
     two = json.loads((tmp_path / "two_processes_1.json").read_text())["results"]
     # Each process trains half of tiny's batch of 2; audio/s counts both processes' items.
-    assert [(row["processes"], row["batch_size"]) for row in two] == [(2, 2), (2, 2)]
+    assert [(row["processes"], row["batch_size"]) for row in two] == [(2, 2)] * 4
     assert all(float(line.split()[2]) > 0 for line in table)
 
 
@@ -267,6 +269,26 @@ def test_ddp_two_processes_train_as_one(mixtures, tmp_path):
     one, ddp = model_parameters(tmp_path / "one"), model_parameters(tmp_path / "ddp")
     difference = torch.cat([(one[name] - ddp[name]).flatten() for name in one
                             if one[name].is_floating_point()])  # fmt: skip
+    assert (difference.abs() <= 1e-4).float().mean() > 0.97
+
+
+def test_compiled_training_trains_as_eager(mixtures, tmp_path):
+    """``--compile True`` (the TCN blocks' training steps through torch.compile) trains
+    the function eager training does: same logged losses and validation scores to
+    3 digits, nearly the same weights; the compiled run validates eagerly."""
+    common = ("--number_of_epochs", "1", "--online_items_per_epoch", "24", "--lr", "0.002")
+    run_training(mixtures, tmp_path / "eager", *common)
+    run_training(mixtures, tmp_path / "compiled", *common, "--compile", "True")
+    log = (tmp_path / "compiled" / "log.txt").read_text()
+    assert "torch.compile: the model's training steps" in log
+    eager, compiled = (parse_train_log(tmp_path / run / "train_log.txt")
+                       for run in ("eager", "compiled"))  # fmt: skip
+    for key in ("train loss", "valid loss", "valid si_sdr"):
+        assert eager[key] == pytest.approx(compiled[key], rel=1e-2, abs=1e-3), key
+    eager, compiled = model_parameters(tmp_path / "eager"), model_parameters(tmp_path / "compiled")
+    assert eager.keys() == compiled.keys()  # compiling renames nothing in the checkpoint
+    difference = torch.cat([(eager[name] - compiled[name]).flatten() for name in eager
+                            if eager[name].is_floating_point()])  # fmt: skip
     assert (difference.abs() <= 1e-4).float().mean() > 0.97
 
 
