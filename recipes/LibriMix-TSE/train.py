@@ -19,6 +19,8 @@ import csv
 import dataclasses
 import io
 import logging
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -343,6 +345,20 @@ def check_inputs(hparams_file, overrides) -> None:
             raise BadInput(f"{path}: {problem}")
 
 
+def check_compiler(compile_requested: bool, device: str) -> None:
+    """``--compile`` on CPU builds C++ kernels: refuse in one line when TorchInductor's
+    compiler (``$CXX``, else ``g++``) is missing, instead of failing at the first step.
+
+    Raises
+    ------
+    modules.cli.BadInput
+    """
+    compiler = os.environ.get("CXX", "g++")
+    if compile_requested and torch.device(device).type == "cpu" and not shutil.which(compiler):
+        raise BadInput(f"--compile True on CPU needs a C++ compiler for TorchInductor: "
+                       f"{compiler} not found (install g++, set CXX or drop --compile)")
+
+
 def _main(argv):
     # Denormal floats appear as the weights train and slow CPU convolutions >10x.
     torch.set_flush_denormal(True)
@@ -354,6 +370,9 @@ def _main(argv):
             hparams = load_hyperpyyaml(fin, overrides)
         except ValueError as error:  # a class built by the yaml refused one of its values
             raise BadInput(f"{hparams_file}: {error}") from None
+    # --compile is a yaml key (an override), --device usually a run option
+    check_compiler(bool(hparams.get("compile") or run_opts.get("compile")),
+                   run_opts.get("device") or hparams.get("device") or "cpu")  # fmt: skip
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,

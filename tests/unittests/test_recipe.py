@@ -123,3 +123,18 @@ def test_stalled_validations_halve_the_optimiser_rate(tmp_path):
     assert rates == [1e-2] * (2 + patience) + [5e-3]
     lines = log.read_text().splitlines()
     assert "lr: 1.00e-02" in lines[-1] and "next_lr: 5.00e-03" in lines[-1], lines[-1]
+
+
+def test_compile_on_cpu_without_a_compiler_is_refused_in_one_line(monkeypatch):
+    recipe = load_recipe()
+    monkeypatch.setenv("CXX", "no-such-compiler-xyz")
+    try:
+        recipe.check_compiler(True, "cpu")
+    except recipe.BadInput as error:
+        assert "no-such-compiler-xyz not found" in str(error)
+    else:
+        raise AssertionError("no BadInput")
+    recipe.check_compiler(False, "cpu")  # eager training needs no compiler
+    recipe.check_compiler(True, "cuda:0")  # GPU kernels are Triton's, not C++
+    monkeypatch.setenv("CXX", "sh")  # any executable passes the check
+    recipe.check_compiler(True, "cpu")
