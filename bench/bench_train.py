@@ -20,7 +20,9 @@ A case is one combination of
   in the training process);
 * ``loudness``: ``pyloudnorm`` (the reference meter) or ``vectorised``
   (:func:`modules.levels.integrated_loudness`, the default) in the mixer;
-* ``compile``: ``off`` or ``on`` (SpeechBrain's ``--compile``, torch.compile).
+* ``compile``: ``off`` or ``on`` (the recipe's ``--compile``: SpEx+ compiles its
+  TCN blocks' training steps, VoiceFilter is compiled whole; the first steps
+  compile, so give compiled cases enough ``--warmup``).
 
 Started by ``torchrun --nproc_per_node=N`` every case is DDP over N processes
 (gloo on CPU), each with the case's threads and workers and ``1/N`` of the

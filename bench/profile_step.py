@@ -9,7 +9,8 @@ The profiler slows every step (about 2x here), so read the shares, not the times
 
 ::
 
-    python bench/profile_step.py --data data/real [--config cpu] [--threads 2] [--steps 2]
+    python bench/profile_step.py --data data/real [--config cpu] [--threads 2] [--steps 2] \
+        [--compile --warmup 4]
 
 DATA is a ``mixing/make_mixtures.py`` output, e.g. ``make_cpu_data.sh``'s ``data/real``.
 """
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from torch.profiler import ProfilerActivity, profile
 
@@ -35,13 +37,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--top", type=int, default=12, help="operators to print")
+    parser.add_argument("--compile", action="store_true",
+                        help="the recipe's --compile (compiled graphs count as one operator)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed steps first (compiling needs about 4)")
     args = parser.parse_args(argv)
     case_args = bench_train.fixed_case_args(args.data)
     with tempfile.TemporaryDirectory() as workdir:
         split = f"{args.threads}+0"
         case = bench_train.Case(bench_train.load_recipe(), case_args, args.config, "premixed",
-                                split, "vectorised", False, Path(workdir))  # fmt: skip
-        case.round(warmup=1, steps=0)
+                                split, "vectorised", args.compile, Path(workdir))  # fmt: skip
+        case.round(warmup=args.warmup, steps=0)
         batches = case._batches()
         with profile(activities=[ProfilerActivity.CPU]) as profiler:
             start = time.perf_counter()
@@ -49,6 +55,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 case.brain.fit_batch(next(batches))
             seconds = (time.perf_counter() - start) / args.steps
     events = profiler.key_averages()
+    # each compiled graph has its own name: one row for all of them
+    compiled = [event for event in events if "CompiledFxGraph" in event.key]
+    events = [event for event in events if "CompiledFxGraph" not in event.key]
+    if compiled:
+        self_time = sum(event.self_cpu_time_total for event in compiled)
+        events.append(SimpleNamespace(key="compiled graphs (TorchInductor)",
+                                      self_cpu_time_total=self_time,
+                                      count=sum(event.count for event in compiled)))  # fmt: skip
     total = sum(event.self_cpu_time_total for event in events)
     rows = [
         {"op": e.key, "share_percent": 100 * e.self_cpu_time_total / total,

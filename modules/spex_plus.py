@@ -157,8 +157,8 @@ class OverlapAddDecoder(nn.ConvTranspose1d):
     Each frame's ``N`` coefficients give a window of ``kernel_size`` samples
     (one matrix product for all frames), and ``F.fold`` adds the windows
     ``stride`` samples apart: the same numbers as ``nn.ConvTranspose1d``, whose
-    CPU kernel for one output channel is 2-4x slower forward and backward at
-    SpEx+'s sizes (kernel 40-320, stride 20). Parameters and state-dict keys
+    CPU kernel for one output channel is several times slower forward and
+    backward at SpEx+'s sizes (kernel 40-320, stride 20). Parameters and state-dict keys
     are the layer's. ONNX export (opset 17 has no ``Col2Im``) runs the layer.
 
     Arguments

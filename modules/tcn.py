@@ -183,8 +183,8 @@ def compile_training(model: nn.Module) -> int:
 
     ``torch.compile`` fuses each block's PReLUs, gLNs, depthwise convolution and
     residual into a few loops (the 1x1 convolutions stay library GEMMs): on 2 CPU
-    cores a training step of the reduced configuration takes about 0.7x the eager
-    time (``bench/bench_train.py``). Evaluation and inference stay eager: their
+    cores a training step of the reduced configuration takes about 0.75x the eager
+    time (``bench/bench_processes.sh``). Evaluation and inference stay eager: their
     lengths vary, and each new length would compile again. The first training
     steps compile (about a minute on 2 cores; cached on disk by TorchInductor).
 
@@ -197,8 +197,10 @@ def compile_training(model: nn.Module) -> int:
     2
     """
     blocks = [module for module in model.modules() if isinstance(module, TCNBlock)]
-    # one compiled graph per dilation, conditioning and mask layout
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    # Graphs of the one compiled function: per block layout (dilation, conditioning)
+    # and padded or not, a few more if a batch size changes; room for 4 per block.
+    limit = torch._dynamo.config.recompile_limit
+    torch._dynamo.config.recompile_limit = max(limit, 4 * len(blocks))
     for block in blocks:
         block.compiled_training = True
     return len(blocks)

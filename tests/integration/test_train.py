@@ -153,10 +153,11 @@ def test_overfit_batches_check_fits_fixed_batches(mixtures, tmp_path):
 
 
 def test_profile_step_lists_operators(mixtures):
-    """bench/profile_step.py profiles real training steps and prints operator shares."""
+    """bench/profile_step.py profiles real (compiled) training steps and prints operator
+    shares, the compiled graphs as one row."""
     result = subprocess.run(
         [sys.executable, "bench/profile_step.py", "--data", str(mixtures), "--config", "tiny",
-         "--threads", "1", "--steps", "1", "--top", "5"],
+         "--threads", "1", "--steps", "1", "--top", "5", "--compile", "--warmup", "3"],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
@@ -165,6 +166,7 @@ def test_profile_step_lists_operators(mixtures):
     rows = [line for line in lines[2:] if line.startswith("aten::") or "%" in line]
     assert len(rows) == 5
     assert any("convolution" in line for line in rows)
+    assert any("compiled graphs" in line for line in rows)
 
 
 def test_bench_processes_compares_one_and_two_processes(mixtures, tmp_path):
