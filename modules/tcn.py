@@ -186,7 +186,7 @@ def compile_training(model: nn.Module) -> int:
     cores a training step of the reduced configuration takes about 0.75x the eager
     time (``bench/bench_processes.sh``). Evaluation and inference stay eager: their
     lengths vary, and each new length would compile again. The first training
-    steps compile (about a minute on 2 cores; cached on disk by TorchInductor).
+    steps compile (about 75 s on 2 cores; cached on disk by TorchInductor).
 
     Returns the number of blocks switched.
 
