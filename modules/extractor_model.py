@@ -44,14 +44,6 @@ class ExtractorModel(nn.Module):
         """``[B, T]`` mixtures and ``[B, D]`` embeddings -> ``{"est": [B, T], ...}``."""
         raise NotImplementedError
 
-    def compile_training(self) -> bool:
-        """Compile the parts of the model whose shapes training keeps fixed.
-
-        Returns ``False`` (nothing compiled) here: the trainer then compiles
-        the whole module; a model that knows its fixed-shape parts overrides it.
-        """
-        return False
-
     def forward(
         self,
         mix: torch.Tensor,

@@ -38,7 +38,7 @@ from modules.extractor_model import ExtractorModel
 from modules.init_args import records_init_args
 from modules.losses import absolute_lengths, length_mask
 from modules.norms import ChannelLayerNorm
-from modules.tcn import TCNStack, compile_training
+from modules.tcn import TCNStack
 
 #: Choices of :class:`SpExPlus`'s ``reference_encoder``.
 REFERENCE_ENCODERS = ("native", "dvector", "dvector_finetune", "native+dvector")
@@ -499,15 +499,6 @@ class SpExPlus(ExtractorModel):
         self.min_reference_length = short_kernel
         if self.speaker_encoder is not None:
             self.min_reference_length += (self.speaker_encoder.min_frames - 1) * self.stride
-
-    def compile_training(self) -> bool:
-        """Compile the training steps of the TCN blocks (:func:`modules.tcn.compile_training`).
-
-        The blocks hold three quarters of a step's time; their shapes are fixed
-        in training (crops of ``segment_seconds``), while the encoders see
-        references and validation utterances of any length and stay eager.
-        """
-        return compile_training(self) > 0
 
     def embed_reference(
         self, ref: torch.Tensor, ref_lens: torch.Tensor | None = None

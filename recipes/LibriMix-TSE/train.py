@@ -39,6 +39,7 @@ from modules.metrics import MetricSummary, compute_metrics
 from modules.model_dir import write_model_dir
 from modules.norms import convert_batchnorm
 from modules.plots import log_examples, plot_train_log
+from modules.tcn import compile_training
 from modules.training import sum_over_processes, world_size
 
 logger = logging.getLogger(__name__)
@@ -98,9 +99,9 @@ class ExtractionBrain(sb.Brain):
     def _compile(self):
         # --compile: SpEx+ compiles its TCN blocks' training steps only (fixed shapes;
         # whole-model compilation with dynamic shapes did not finish in 15 minutes on
-        # 2 CPU cores); a model without fixed-shape parts is compiled whole by speechbrain.
+        # 2 CPU cores); a model without TCN blocks is compiled whole by speechbrain.
         if self.compile and self.compile_module_keys is None and not self.jit:
-            if self.modules.model.compile_training():
+            if compile_training(self.modules.model):
                 logger.info("torch.compile: the model's training steps of fixed shape")
                 return
         super()._compile()
@@ -370,6 +371,7 @@ def _main(argv):
             hparams = load_hyperpyyaml(fin, overrides)
         except ValueError as error:  # a class built by the yaml refused one of its values
             raise BadInput(f"{hparams_file}: {error}") from None
+    # before the experiment folder is made (the Brain resolves these again later):
     # --compile is a yaml key (an override), --device usually a run option
     check_compiler(bool(hparams.get("compile") or run_opts.get("compile")),
                    run_opts.get("device") or hparams.get("device") or "cpu")  # fmt: skip
